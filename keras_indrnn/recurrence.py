@@ -1,0 +1,380 @@
+"""IndRNN's element-wise recurrence over a whole sequence.
+
+Once the input projection `z = x @ kernel + bias` is done for all timesteps
+in one matmul, what is left is
+
+    h_t = act(z_t + u * h_{t-1})
+
+element by element. This module runs it two ways behind one function,
+`indrnn_recurrence`:
+
+- `"sequential"`: one step after the other, in the cheapest loop each engine
+  has (`backend_loops.scan_over_time`).
+- `"parallel"`: for activations of the form `clip(a * x + c, lo, hi)` (relu,
+  relu6, linear, hard_sigmoid, hard_tanh), one step is the clip-affine map
+  `h -> clip(e * h + d, L, H)`, and such maps stay clip-affine under
+  composition. An associative scan over time composes them in log depth.
+
+Both share one backward pass (`ops.custom_gradient`): the gradient of the
+recurrence is the linear reverse recurrence
+
+    a_t = g_t + k_{t+1} * a_{t+1},   k_t = u * act'(z_t + u * h_{t-1}),
+
+run with the same engine as the forward pass, so neither autodiff through a
+loop of thousands of steps nor through the scan's bookkeeping is needed.
+Half-precision inputs are accumulated in float32 and the outputs returned in
+the input's dtype: a ReLU state can leave float16's range, and the
+composed maps of the parallel scan need the wider mantissa.
+"""
+
+import math
+
+import keras
+from keras import activations
+from keras import ops
+
+from keras_indrnn import backend_loops
+
+IMPLEMENTATIONS = ("auto", "sequential", "parallel")
+
+_INF = math.inf
+
+# activation -> (a, c, lo, hi) with activation(x) == clip(a * x + c, lo, hi).
+_CLIP_FORMS = {
+    activations.relu: (1.0, 0.0, 0.0, _INF),
+    activations.linear: (1.0, 0.0, -_INF, _INF),
+    activations.relu6: (1.0, 0.0, 0.0, 6.0),
+    activations.hard_sigmoid: (1.0 / 6.0, 0.5, 0.0, 1.0),
+    activations.hard_tanh: (1.0, 0.0, -1.0, 1.0),
+}
+
+
+def clip_form(activation):
+    """Returns `(a, c, lo, hi)` such that the activation is
+    `clip(a * x + c, lo, hi)`, or `None` if it has no such form."""
+    if activation is None:
+        return _CLIP_FORMS[activations.linear]
+    return _CLIP_FORMS.get(activation)
+
+
+def check_implementation(implementation, activation):
+    """Raises a `ValueError` unless `implementation` suits `activation`."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            "Invalid value for argument `implementation`: expected one of "
+            f"{IMPLEMENTATIONS}, got {implementation!r}."
+        )
+    if implementation == "parallel" and clip_form(activation) is None:
+        raise ValueError(
+            "Argument `implementation='parallel'` needs an activation of the "
+            "form clip(a * x + c, lo, hi) (relu, relu6, linear, hard_sigmoid "
+            f"or hard_tanh), got activation={_name(activation)}. Use "
+            "implementation='sequential' or 'auto' for it."
+        )
+
+
+def choose_implementation(implementation, activation, timesteps):
+    """Resolves `"auto"`: the rule the README documents.
+
+    The parallel scan does more arithmetic than the loop in exchange for
+    log depth; that pays where per-step launch overhead dominates (GPUs) and
+    not on CPUs, where every engine's loop was faster in our benchmark.
+    """
+    if implementation != "auto":
+        return implementation
+    if (
+        clip_form(activation) is not None
+        and timesteps is not None
+        and _on_accelerator()
+    ):
+        return "parallel"
+    return "sequential"
+
+
+def _on_accelerator():
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "torch":
+        from keras.src.backend.torch.core import get_device
+
+        return not str(get_device()).startswith("cpu")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU"))
+    return False
+
+
+def _name(activation):
+    return getattr(activation, "__name__", repr(activation))
+
+
+def indrnn_recurrence(
+    inputs,
+    recurrent_kernel,
+    initial_state,
+    activation,
+    mask=None,
+    go_backwards=False,
+    zero_output_for_mask=False,
+    implementation="sequential",
+):
+    """Runs `h_t = activation(inputs_t + recurrent_kernel * h_{t-1})`.
+
+    Args:
+        inputs: `(batch, timesteps, units)`, the projected inputs `z`.
+        recurrent_kernel: `(units,)`, or `(batch, units)` when recurrent
+            dropout has been folded into it.
+        initial_state: `(batch, units)`.
+        activation: The element-wise activation.
+        mask: Optional boolean `(batch, timesteps)`; a masked step keeps the
+            state.
+        go_backwards: Process the sequence from its last step; the outputs
+            come back in processing order, as in `keras.layers.RNN`.
+        zero_output_for_mask: Whether masked steps output zeros instead of
+            the carried state (as `keras.layers.Bidirectional` asks).
+        implementation: `"sequential"` or `"parallel"` (already resolved).
+
+    Returns:
+        `(last_output, outputs, final_state)` with `outputs` of shape
+        `(batch, timesteps, units)`, all in the dtype of `inputs`.
+    """
+    out_dtype = inputs.dtype
+    dtype = _accumulation_dtype(out_dtype)
+    z = ops.transpose(ops.cast(inputs, dtype), (1, 0, 2))
+    u = ops.cast(recurrent_kernel, dtype)
+    h0 = ops.cast(initial_state, dtype)
+    keep = None
+    if mask is not None:
+        keep = ops.cast(ops.transpose(mask, (1, 0))[:, :, None], dtype)
+    if go_backwards:
+        z = ops.flip(z, axis=0)
+        keep = None if keep is None else ops.flip(keep, axis=0)
+
+    run = _differentiable_recurrence(
+        activation, implementation, keep is not None
+    )
+    args = (z, u, h0) if keep is None else (z, u, h0, keep)
+    states = run(*args)
+
+    outputs = states
+    if keep is not None:
+        # As in `keras.layers.RNN`: a masked step outputs zeros, or repeats
+        # the last output (zeros before the first unmasked step).
+        shown = keep if zero_output_for_mask else ops.cumsum(keep, axis=0)
+        outputs = ops.where(shown > 0, states, ops.zeros_like(states))
+    last_output = outputs[-1]
+    final_state = states[-1]
+    outputs = ops.transpose(outputs, (1, 0, 2))
+    return (
+        ops.cast(last_output, out_dtype),
+        ops.cast(outputs, out_dtype),
+        ops.cast(final_state, out_dtype),
+    )
+
+
+def _accumulation_dtype(dtype):
+    dtype = keras.backend.standardize_dtype(dtype)
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
+def _differentiable_recurrence(activation, implementation, masked):
+    """Builds `run(z, u, h0[, keep]) -> states`, all time-major."""
+    derivative = _derivative_fn(activation)
+    forward = _FORWARD[implementation]
+    linear_scan = _LINEAR_SCAN[implementation]
+
+    if derivative is None:
+        # No closed-form derivative: let the engine differentiate the loop.
+        def run(z, u, h0, keep=None):
+            return _sequential_states(z, u, h0, keep, activation)
+
+        return run
+
+    def run_with_gradient(z, u, h0, *maybe_keep):
+        keep = maybe_keep[0] if masked else None
+        states = forward(z, u, h0, keep, activation)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            previous = ops.concatenate([h0[None], states[:-1]], axis=0)
+            slope = derivative(z + u * previous, states)
+            # k_t = d h_t / d h_{t-1}: a masked step passes the state on.
+            step_gain = u * slope
+            if keep is not None:
+                slope = slope * keep
+                step_gain = step_gain * keep + (1 - keep)
+            next_gain = ops.concatenate(
+                [step_gain[1:], ops.zeros_like(step_gain[:1])], axis=0
+            )
+            total = linear_scan(next_gain, upstream)
+            d_pre = slope * total
+            d_u = ops.sum(d_pre * previous, axis=0)
+            if len(u.shape) == 1:
+                d_u = ops.sum(d_u, axis=0)
+            d_h0 = step_gain[0] * total[0]
+            grads = (d_pre, d_u, d_h0)
+            if masked:
+                grads += (ops.zeros_like(keep),)
+            return grads
+
+        return states, grad
+
+    return ops.custom_gradient(run_with_gradient)
+
+
+def _derivative_fn(activation):
+    """`derivative(pre, out)` of the activation, from its input `pre` and
+    output `out`, or `None` where no closed form is known."""
+    form = clip_form(activation)
+    if form is not None:
+        a, c, lo, hi = form
+
+        def clip_derivative(pre, out):
+            y = a * pre + c
+            inside = ops.logical_and(y > lo, y < hi)
+            return ops.cast(inside, pre.dtype) * a
+
+        return clip_derivative
+    if activation is activations.tanh:
+        return lambda pre, out: 1 - out * out
+    if activation is activations.sigmoid:
+        return lambda pre, out: out * (1 - out)
+    return None
+
+
+# -- sequential -------------------------------------------------------------
+
+
+def _sequential_states(z, u, h0, keep, activation):
+    activation = activation or activations.linear
+    if keep is None:
+        return backend_loops.scan_over_time(
+            lambda h, z_t: activation(z_t + u * h), h0, (z,)
+        )
+
+    def step(h, z_t, keep_t):
+        return ops.where(keep_t > 0, activation(z_t + u * h), h)
+
+    return backend_loops.scan_over_time(step, h0, (z, keep))
+
+
+def _sequential_linear_scan(gain, upstream):
+    """`a_t = upstream_t + gain_t * a_{t+1}`, from the last step back."""
+    return backend_loops.scan_over_time(
+        lambda a, g_t, k_t: g_t + k_t * a,
+        ops.zeros_like(upstream[0]),
+        (upstream, gain),
+        reverse=True,
+    )
+
+
+# -- parallel ---------------------------------------------------------------
+
+
+def _parallel_states(z, u, h0, keep, activation):
+    a, c, lo, hi = clip_form(activation)
+    gain = ops.broadcast_to(a * u, ops.shape(z))
+    offset = a * z + c
+    lower = ops.full_like(z, lo)
+    upper = ops.full_like(z, hi)
+    if keep is not None:
+        # A masked step is the identity map.
+        held = keep > 0
+        gain = ops.where(held, gain, 1)
+        offset = ops.where(held, offset, 0)
+        lower = ops.where(held, lower, -_INF)
+        upper = ops.where(held, upper, _INF)
+    gain, offset, lower, upper = associative_scan(
+        _compose_clip_affine, (gain, offset, lower, upper)
+    )
+    return ops.minimum(ops.maximum(gain * h0 + offset, lower), upper)
+
+
+def _compose_clip_affine(first, then):
+    """The map `h -> then(first(h))` of two clip-affine maps.
+
+    Each map is `(e, d, L, H)`: `h -> clip(e * h + d, L, H)`, with infinite
+    bounds allowed. The bounds of `first` go through `x -> e2 * x + d2`
+    (swapped when e2 < 0) and are then clipped into `then`'s bounds.
+    """
+    e1, d1, lo1, hi1 = first
+    e2, d2, lo2, hi2 = then
+    # e2 == 0 makes `then` constant; avoid 0 * inf = nan in the bounds.
+    constant = e2 == 0
+    mapped_lo = ops.where(constant, d2, e2 * lo1 + d2)
+    mapped_hi = ops.where(constant, d2, e2 * hi1 + d2)
+    increasing = e2 >= 0
+    new_lo = ops.where(increasing, mapped_lo, mapped_hi)
+    new_hi = ops.where(increasing, mapped_hi, mapped_lo)
+    return (
+        e2 * e1,
+        e2 * d1 + d2,
+        ops.minimum(ops.maximum(new_lo, lo2), hi2),
+        ops.minimum(ops.maximum(new_hi, lo2), hi2),
+    )
+
+
+def _compose_affine(first, then):
+    e1, d1 = first
+    e2, d2 = then
+    return e2 * e1, e2 * d1 + d2
+
+
+def _parallel_linear_scan(gain, upstream):
+    """`a_t = upstream_t + gain_t * a_{t+1}` as a reversed affine scan."""
+    gain = ops.flip(gain, axis=0)
+    upstream = ops.flip(upstream, axis=0)
+    _, total = associative_scan(_compose_affine, (gain, upstream))
+    return ops.flip(total, axis=0)
+
+
+def associative_scan(combine, elements):
+    """Inclusive scan of `combine` over axis 0 of a tuple of tensors.
+
+    `combine(earlier, later)` must be associative. This is the odd/even
+    recursion (work O(T), depth 2 log2 T): combine neighbouring pairs, scan
+    the half-length sequence of pairs, then fill in the even positions.
+    Written with `keras.ops` so the result keeps the inputs' dtype and
+    device; `keras.ops.associative_scan` does not on every engine.
+    """
+    length = elements[0].shape[0]
+    if length is None:
+        raise ValueError(
+            "The parallel recurrence needs a static number of timesteps; "
+            "got a sequence of unknown length. Use "
+            "implementation='sequential' for it."
+        )
+    if length < 2:
+        return elements
+    pairs = length // 2
+    reduced = combine(
+        tuple(x[0 : 2 * pairs : 2] for x in elements),
+        tuple(x[1 : 2 * pairs : 2] for x in elements),
+    )
+    odd = associative_scan(combine, reduced)
+    # Position 2i (i >= 1) is the prefix up to 2i - 1, then element 2i.
+    even_tail = combine(
+        tuple(x[: (length - 1) // 2] for x in odd),
+        tuple(x[2::2] for x in elements),
+    )
+    result = []
+    for first, e_tail, o in zip(elements, even_tail, odd, strict=True):
+        even = ops.concatenate([first[:1], e_tail], axis=0)
+        woven = ops.stack([even[:pairs], o], axis=1)
+        woven = ops.reshape(woven, (2 * pairs,) + tuple(ops.shape(o)[1:]))
+        if length % 2:
+            woven = ops.concatenate([woven, even[pairs:]], axis=0)
+        result.append(woven)
+    return tuple(result)
+
+
+_FORWARD = {"sequential": _sequential_states, "parallel": _parallel_states}
+_LINEAR_SCAN = {
+    "sequential": _sequential_linear_scan,
+    "parallel": _parallel_linear_scan,
+}
