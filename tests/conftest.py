@@ -10,9 +10,7 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _fresh_keras_state():
-    keras.utils.clear_session()
-    keras.config.set_dtype_policy("float32")
+def _float32_policy():
     yield
     keras.config.set_dtype_policy("float32")
 

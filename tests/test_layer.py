@@ -220,7 +220,8 @@ def test_gradients_match_finite_differences(
     )
     set_weights(layer, x.shape, weights)
     kwargs = {} if mask is None else {"mask": mask}
-    x32, probe32 = x.astype("float32"), probe.astype("float32")
+    x32 = x.astype("float32")
+    probe32 = ops.convert_to_tensor(probe.astype("float32"))
 
     def loss():
         return ops.sum(layer(x32, **kwargs) * probe32)
