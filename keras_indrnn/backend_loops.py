@@ -4,51 +4,67 @@ Everything else in the package is written with `keras.ops`. Keras has a
 generic `ops.scan`, but per-step overhead is what a recurrence over thousands
 of steps pays for, and each engine has a different cheapest loop (measured in
 `benchmarks/`): `lax.scan` on JAX, a plain Python loop over `unbind` on
-PyTorch (whose `ops.scan` backward grows quadratically with T), and `tf.scan`
-on TensorFlow.
+PyTorch (whose `ops.scan` backward grows quadratically with T), and a
+`tf.while_loop` over `TensorArray`s on TensorFlow.
 """
 
 import keras
 from keras import ops
 
 
-def scan_over_time(step, initial, sequences, reverse=False):
-    """Runs `carry = step(carry, *xs_t)` over the leading (time) axis.
+def scan_over_time(step, initial, sequences, constants=(), reverse=False):
+    """Runs `carry, y_t = step(carry, *xs_t, *constants)` over the leading
+    (time) axis. Nothing is differentiated through it: the callers supply
+    their own gradients.
 
     Args:
-        step: Function of the carry and one time slice of each sequence,
-            returning the new carry (a single tensor).
+        step: Function of the carry, one time slice of each sequence and the
+            constants, returning the new carry and this step's output (one
+            tensor each). It must read no other tensors, so that engines can
+            compile the loop as a closed function.
         initial: The carry before the first step.
         sequences: Tuple of time-major tensors, all of the same length.
+        constants: Tuple of tensors the step reads at every step.
         reverse: Whether to run from the last time slice to the first.
 
     Returns:
-        The carry after every step, stacked along a new leading axis, in the
-        order of the time axis (also when `reverse` is set).
+        `(final_carry, ys)`: the outputs stacked along a new leading axis, in
+        the order of the time axis (also when `reverse` is set).
     """
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        def body(carry, xs):
-            carry = step(carry, *xs)
-            return carry, carry
-
-        _, stacked = jax.lax.scan(body, initial, sequences, reverse=reverse)
-        return stacked
+        return jax.lax.scan(
+            lambda carry, xs: step(carry, *xs, *constants),
+            initial,
+            sequences,
+            reverse=reverse,
+        )
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.scan(
-            lambda carry, xs: step(carry, *xs),
-            tuple(sequences),
-            initializer=initial,
-            reverse=reverse,
+        # Compile the loop with XLA even where the model runs as a plain
+        # graph (Keras's default on CPUs): a graph-mode loop pays ~25 us of
+        # executor overhead per step, an XLA loop ~1 us.
+        # Inputs cut from any tape: a recorded XLA call would have to return
+        # its loop's TensorLists, which cannot leave XLA.
+        compiled = tf.function(
+            lambda initial, sequences, constants: _tf_while_loop(
+                step, initial, sequences, constants, reverse
+            ),
+            jit_compile=True,
+            autograph=False,
         )
-    return _python_loop(step, initial, sequences, reverse)
+        return compiled(
+            *tf.nest.map_structure(
+                tf.stop_gradient, (initial, tuple(sequences), tuple(constants))
+            )
+        )
+    return _python_loop(step, initial, sequences, constants, reverse)
 
 
-def _python_loop(step, initial, sequences, reverse):
+def _python_loop(step, initial, sequences, constants, reverse):
     if keras.backend.backend() == "torch":
         slices = list(zip(*(x.unbind(0) for x in sequences), strict=True))
     else:
@@ -56,15 +72,37 @@ def _python_loop(step, initial, sequences, reverse):
         slices = [tuple(x[t] for x in sequences) for t in range(length)]
     if reverse:
         slices = slices[::-1]
-    carry, stacked = initial, []
+    carry, ys = initial, []
     for xs in slices:
-        carry = step(carry, *xs)
-        stacked.append(carry)
+        carry, y = step(carry, *xs, *constants)
+        ys.append(y)
     if reverse:
-        stacked = stacked[::-1]
-    return ops.stack(stacked, axis=0)
+        ys = ys[::-1]
+    return carry, ops.stack(ys, axis=0)
 
 
-def unrolled_loop(step, initial, sequences, reverse=False):
-    """The same contract as `scan_over_time`, always as a Python loop."""
-    return _python_loop(step, initial, sequences, reverse)
+def _tf_while_loop(step, initial, sequences, constants, reverse):
+    # tf.scan would stack the carry at every step too; a while loop over
+    # TensorArrays keeps only the outputs.
+    import tensorflow as tf
+
+    length = sequences[0].shape[0]
+    if length is None:
+        length = tf.shape(sequences[0])[0]
+    inputs = [
+        tf.TensorArray(x.dtype, size=length).unstack(x) for x in sequences
+    ]
+    outputs = tf.TensorArray(initial.dtype, size=length)
+
+    def body(i, carry, outputs):
+        t = length - 1 - i if reverse else i
+        carry, y = step(carry, *(ta.read(t) for ta in inputs), *constants)
+        return i + 1, carry, outputs.write(t, y)
+
+    _, carry, outputs = tf.while_loop(
+        lambda i, *_: i < length,
+        body,
+        (0, initial, outputs),
+        maximum_iterations=length,
+    )
+    return carry, outputs.stack()

@@ -8,6 +8,7 @@ from keras import tree
 from keras_indrnn.cell import IndRNNCell
 from keras_indrnn.recurrence import check_implementation
 from keras_indrnn.recurrence import choose_implementation
+from keras_indrnn.recurrence import has_fast_path
 from keras_indrnn.recurrence import indrnn_recurrence
 
 
@@ -76,7 +77,9 @@ class IndRNN(keras.layers.RNN):
             `clip(a * x + c, lo, hi)` (relu, relu6, linear, hard_sigmoid,
             hard_tanh) and a static number of timesteps. `"auto"` picks
             `"parallel"` for such activations on a GPU and `"sequential"`
-            otherwise.
+            otherwise. Activations other than these, tanh and sigmoid have
+            no closed-form derivative here: for them the layer steps its
+            cell in Keras's generic loop, as `unroll` does.
         seed: Random seed for dropout.
 
     Call arguments:
@@ -201,7 +204,9 @@ class IndRNN(keras.layers.RNN):
         )
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        if self.unroll:
+        if self.unroll or not has_fast_path(self.cell.activation):
+            # The cell, stepped by Keras: what `unroll` asks for, and the
+            # only way for activations without a closed-form derivative.
             return super().inner_loop(
                 sequences, initial_state, mask=mask, training=training
             )

@@ -57,6 +57,17 @@ def clip_form(activation):
     return _CLIP_FORMS.get(activation)
 
 
+def has_fast_path(activation):
+    """Whether `indrnn_recurrence` supports this activation (it needs the
+    derivative in closed form); `IndRNN` steps the cell for the others."""
+    return _slope_times(activation) is not None
+
+
+def supported_activations():
+    names = [_name(f) for f in _CLIP_FORMS] + ["tanh", "sigmoid"]
+    return ", ".join(names)
+
+
 def check_implementation(implementation, activation):
     """Raises a `ValueError` unless `implementation` suits `activation`."""
     if implementation not in IMPLEMENTATIONS:
@@ -183,43 +194,30 @@ def _accumulation_dtype(dtype):
 
 def _differentiable_recurrence(activation, implementation, masked):
     """Builds `run(z, u, h0[, keep]) -> states`, all time-major."""
-    derivative = _derivative_fn(activation)
+    slope_times = _slope_times(activation)
+    if slope_times is None:
+        raise ValueError(
+            f"The fast recurrence has no derivative for activation="
+            f"{_name(activation)}; supported: {supported_activations()}."
+        )
     forward = _FORWARD[implementation]
-    linear_scan = _LINEAR_SCAN[implementation]
-
-    if derivative is None:
-        # No closed-form derivative: let the engine differentiate the loop.
-        def run(z, u, h0, keep=None):
-            return _sequential_states(z, u, h0, keep, activation)
-
-        return run
+    backward = _BACKWARD[implementation]
 
     def run_with_gradient(z, u, h0, *maybe_keep):
-        keep = maybe_keep[0] if masked else None
-        states = forward(z, u, h0, keep, activation)
+        held = maybe_keep[0] > 0 if masked else None
+        states = forward(z, u, h0, held, activation)
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            previous = ops.concatenate([h0[None], states[:-1]], axis=0)
-            slope = derivative(z + u * previous, states)
-            # k_t = d h_t / d h_{t-1}: a masked step passes the state on.
-            step_gain = u * slope
-            if keep is not None:
-                slope = slope * keep
-                step_gain = step_gain * keep + (1 - keep)
-            next_gain = ops.concatenate(
-                [step_gain[1:], ops.zeros_like(step_gain[:1])], axis=0
-            )
-            total = linear_scan(next_gain, upstream)
-            d_pre = slope * total
-            d_u = ops.sum(d_pre * previous, axis=0)
+            d_pre, d_h0 = backward(upstream, states, u, held, slope_times)
+            # d u = sum_t d_pre_t * h_{t-1}
+            d_u = d_pre[0] * h0 + ops.sum(d_pre[1:] * states[:-1], axis=0)
             if len(u.shape) == 1:
                 d_u = ops.sum(d_u, axis=0)
-            d_h0 = step_gain[0] * total[0]
             grads = (d_pre, d_u, d_h0)
             if masked:
-                grads += (ops.zeros_like(keep),)
+                grads += (ops.zeros_like(maybe_keep[0]),)
             return grads
 
         return states, grad
@@ -227,64 +225,93 @@ def _differentiable_recurrence(activation, implementation, masked):
     return ops.custom_gradient(run_with_gradient)
 
 
-def _derivative_fn(activation):
-    """`derivative(pre, out)` of the activation, from its input `pre` and
-    output `out`, or `None` where no closed form is known."""
+def _slope_times(activation):
+    """`slope_times(x, out)`: `x * activation'(pre)` computed from the
+    activation's output `out = activation(pre)`, or `None` where no closed
+    form is known. Every supported activation's slope is a function of its
+    output, so the backward pass needs nothing but the forward's states."""
     form = clip_form(activation)
     if form is not None:
-        a, c, lo, hi = form
+        a, _, lo, hi = form
 
-        def clip_derivative(pre, out):
-            y = a * pre + c
-            inside = ops.logical_and(y > lo, y < hi)
-            return ops.cast(inside, pre.dtype) * a
+        def clip_slope_times(x, out):
+            # Strict inequalities: a clipped unit (relu at 0) has slope 0.
+            inside = None
+            if lo > -_INF:
+                inside = out > lo
+            if hi < _INF:
+                below = out < hi
+                inside = below if inside is None else inside & below
+            if inside is not None:
+                x = ops.where(inside, x, ops.zeros_like(x))
+            return x if a == 1 else x * a
 
-        return clip_derivative
+        return clip_slope_times
     if activation is activations.tanh:
-        return lambda pre, out: 1 - out * out
+        return lambda x, out: x * (1 - out * out)
     if activation is activations.sigmoid:
-        return lambda pre, out: out * (1 - out)
+        return lambda x, out: x * out * (1 - out)
     return None
 
 
 # -- sequential -------------------------------------------------------------
 
 
-def _sequential_states(z, u, h0, keep, activation):
+def _sequential_states(z, u, h0, held, activation):
     activation = activation or activations.linear
-    if keep is None:
-        return backend_loops.scan_over_time(
-            lambda h, z_t: activation(z_t + u * h), h0, (z,)
-        )
+    if held is None:
 
-    def step(h, z_t, keep_t):
-        return ops.where(keep_t > 0, activation(z_t + u * h), h)
+        def step(h, z_t, u):
+            h = activation(z_t + u * h)
+            return h, h
 
-    return backend_loops.scan_over_time(step, h0, (z, keep))
+        sequences = (z,)
+    else:
+
+        def step(h, z_t, held_t, u):
+            h = ops.where(held_t, activation(z_t + u * h), h)
+            return h, h
+
+        sequences = (z, held)
+    return backend_loops.scan_over_time(step, h0, sequences, (u,))[1]
 
 
-def _sequential_linear_scan(gain, upstream):
-    """`a_t = upstream_t + gain_t * a_{t+1}`, from the last step back."""
-    return backend_loops.scan_over_time(
-        lambda a, g_t, k_t: g_t + k_t * a,
-        ops.zeros_like(upstream[0]),
-        (upstream, gain),
-        reverse=True,
+def _sequential_backward(upstream, states, u, held, slope_times):
+    """Runs `total_t = upstream_t + d h_{t+1}/d h_t * total_{t+1}` from the
+    last step back, returning `(d pre-activations, d h0)`."""
+    if held is None:
+
+        def step(carry, g_t, h_t, u):
+            d_pre = slope_times(g_t + carry, h_t)
+            return u * d_pre, d_pre
+
+        sequences = (upstream, states)
+    else:
+
+        def step(carry, g_t, h_t, held_t, u):
+            total = g_t + carry
+            d_pre = ops.where(held_t, slope_times(total, h_t), 0)
+            # A masked step copied h_{t-1} forward: its gradient too.
+            return ops.where(held_t, u * d_pre, total), d_pre
+
+        sequences = (upstream, states, held)
+    d_h0, d_pre = backend_loops.scan_over_time(
+        step, ops.zeros_like(upstream[0]), sequences, (u,), reverse=True
     )
+    return d_pre, d_h0
 
 
 # -- parallel ---------------------------------------------------------------
 
 
-def _parallel_states(z, u, h0, keep, activation):
+def _parallel_states(z, u, h0, held, activation):
     a, c, lo, hi = clip_form(activation)
     gain = ops.broadcast_to(a * u, ops.shape(z))
     offset = a * z + c
     lower = ops.full_like(z, lo)
     upper = ops.full_like(z, hi)
-    if keep is not None:
+    if held is not None:
         # A masked step is the identity map.
-        held = keep > 0
         gain = ops.where(held, gain, 1)
         offset = ops.where(held, offset, 0)
         lower = ops.where(held, lower, -_INF)
@@ -325,12 +352,22 @@ def _compose_affine(first, then):
     return e2 * e1, e2 * d1 + d2
 
 
-def _parallel_linear_scan(gain, upstream):
-    """`a_t = upstream_t + gain_t * a_{t+1}` as a reversed affine scan."""
-    gain = ops.flip(gain, axis=0)
-    upstream = ops.flip(upstream, axis=0)
-    _, total = associative_scan(_compose_affine, (gain, upstream))
-    return ops.flip(total, axis=0)
+def _parallel_backward(upstream, states, u, held, slope_times):
+    """`_sequential_backward` as a reversed affine scan: `total_t =
+    upstream_t + gain_{t+1} * total_{t+1}` composes like `h -> e * h + d`."""
+    gain = slope_times(ops.broadcast_to(u, ops.shape(states)), states)
+    if held is not None:
+        gain = ops.where(held, gain, 1)
+    next_gain = ops.concatenate([gain[1:], ops.zeros_like(gain[:1])], axis=0)
+    _, total = associative_scan(
+        _compose_affine,
+        (ops.flip(next_gain, axis=0), ops.flip(upstream, axis=0)),
+    )
+    total = ops.flip(total, axis=0)
+    d_pre = slope_times(total, states)
+    if held is not None:
+        d_pre = ops.where(held, d_pre, 0)
+    return d_pre, gain[0] * total[0]
 
 
 def associative_scan(combine, elements):
@@ -374,7 +411,7 @@ def associative_scan(combine, elements):
 
 
 _FORWARD = {"sequential": _sequential_states, "parallel": _parallel_states}
-_LINEAR_SCAN = {
-    "sequential": _sequential_linear_scan,
-    "parallel": _parallel_linear_scan,
+_BACKWARD = {
+    "sequential": _sequential_backward,
+    "parallel": _parallel_backward,
 }
