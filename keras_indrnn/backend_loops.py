@@ -106,3 +106,50 @@ def _tf_while_loop(step, initial, sequences, constants, reverse):
         maximum_iterations=length,
     )
     return carry, outputs.stack()
+
+
+def has_fused_loops():
+    """Whether `fused_clip_recurrence` and `fused_linear_backward` exist for
+    this engine. On PyTorch each `keras.ops` call in a step costs a few
+    microseconds of Python around one small kernel; in-place torch calls
+    halve the loop's time. The other engines compile their loops."""
+    return keras.backend.backend() == "torch"
+
+
+def fused_clip_recurrence(z, u, h0, held, form):
+    """`h_t = clip(a * (z_t + u * h_{t-1}) + c, lo, hi)` over time (all
+    time-major); a masked step (`held` False) keeps the state."""
+    import torch
+
+    a, c, lo, hi = form
+    lo = None if lo == -float("inf") else lo
+    hi = None if hi == float("inf") else hi
+    states = torch.empty_like(z)
+    h = h0
+    for t in range(z.shape[0]):
+        new = torch.addcmul(z[t], u, h, out=states[t])
+        if a != 1 or c != 0:
+            new.mul_(a).add_(c)
+        if lo is not None or hi is not None:
+            new.clamp_(lo, hi)
+        if held is not None:
+            torch.where(held[t], new, h, out=new)
+        h = new
+    return states
+
+
+def fused_linear_backward(upstream, slope, gain, carry_through=None):
+    """`total_t = upstream_t + carry_{t+1}`, `d_t = slope_t * total_t`,
+    `carry_t = gain_t * d_t (+ carry_through_t * total_t)` from the last step
+    back; returns `(d, carry_0)`. `gain` is per step or constant."""
+    import torch
+
+    d = torch.empty_like(upstream)
+    carry = torch.zeros_like(upstream[0])
+    for t in range(upstream.shape[0] - 1, -1, -1):
+        total = upstream[t] + carry
+        torch.mul(total, slope[t], out=d[t])
+        carry = gain[t] * d[t] if gain.ndim == upstream.ndim else gain * d[t]
+        if carry_through is not None:
+            carry.addcmul_(total, carry_through[t])
+    return d, carry

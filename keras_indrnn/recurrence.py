@@ -258,6 +258,9 @@ def _slope_times(activation):
 
 
 def _sequential_states(z, u, h0, held, activation):
+    form = clip_form(activation)
+    if form is not None and backend_loops.has_fused_loops():
+        return backend_loops.fused_clip_recurrence(z, u, h0, held, form)
     activation = activation or activations.linear
     if held is None:
 
@@ -279,6 +282,13 @@ def _sequential_states(z, u, h0, held, activation):
 def _sequential_backward(upstream, states, u, held, slope_times):
     """Runs `total_t = upstream_t + d h_{t+1}/d h_t * total_{t+1}` from the
     last step back, returning `(d pre-activations, d h0)`."""
+    if backend_loops.has_fused_loops():
+        slope = slope_times(ops.ones_like(states), states)
+        through = None
+        if held is not None:
+            slope = ops.where(held, slope, 0)
+            through = ops.cast(ops.logical_not(held), states.dtype)
+        return backend_loops.fused_linear_backward(upstream, slope, u, through)
     if held is None:
 
         def step(carry, g_t, h_t, u):
