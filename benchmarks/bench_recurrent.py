@@ -217,6 +217,8 @@ def run_sweep(args):
                     block(model.train_on_batch(x, y))
                     block(model.predict_on_batch(x))
                     elapsed = time.perf_counter() - start
+                    if elapsed > args.slow_seconds:
+                        break
                 if elapsed > args.slow_seconds:
                     dropped.add((name, layers))
                     t0 = time.perf_counter()
