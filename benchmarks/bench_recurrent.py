@@ -82,6 +82,11 @@ def parse_args(argv=None):
         "--quick", action="store_true", help="T=128 and 784, 3 repeats"
     )
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the rerun backends in an existing results file",
+    )
     # Internal: run one backend's sweep, or one memory probe, in this process.
     parser.add_argument("--worker", choices=["sweep", "memory"])
     parser.add_argument("--model")
@@ -514,6 +519,11 @@ def main(argv=None):
         results.append(result)
     args.output.mkdir(parents=True, exist_ok=True)
     stem = args.output / machine
+    if args.merge and stem.with_suffix(".json").exists():
+        # Keep the other backends' results from an earlier run.
+        rerun = {r["backend"] for r in results}
+        kept = json.loads(stem.with_suffix(".json").read_text())
+        results = [r for r in kept if r["backend"] not in rerun] + results
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
     stem.with_suffix(".md").write_text(markdown(results, args, machine))
     plot(results, args, stem.with_suffix(".png"))

@@ -14,8 +14,8 @@ from keras import ops
 
 def scan_over_time(step, initial, sequences, constants=(), reverse=False):
     """Runs `carry, y_t = step(carry, *xs_t, *constants)` over the leading
-    (time) axis. Nothing is differentiated through it: the callers supply
-    their own gradients.
+    (time) axis. Only where `differentiates_loops_well()` is it
+    differentiated through; elsewhere the callers supply the gradient.
 
     Args:
         step: Function of the carry, one time slice of each sequence and the
@@ -106,6 +106,13 @@ def _tf_while_loop(step, initial, sequences, constants, reverse):
         maximum_iterations=length,
     )
     return carry, outputs.stack()
+
+
+def differentiates_loops_well():
+    """Whether autodiff through `scan_over_time` beats the package's own
+    backward loop: on JAX, XLA runs the two `lax.scan`s of autodiff faster
+    than a custom gradient's (measured in `benchmarks/`)."""
+    return keras.backend.backend() == "jax"
 
 
 def has_fused_loops():

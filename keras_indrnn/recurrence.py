@@ -15,8 +15,9 @@ element by element. This module runs it two ways behind one function,
   `h -> clip(e * h + d, L, H)`, and such maps stay clip-affine under
   composition. An associative scan over time composes them in log depth.
 
-Both share one backward pass (`ops.custom_gradient`): the gradient of the
-recurrence is the linear reverse recurrence
+Both share one backward pass (`ops.custom_gradient`; on JAX the sequential
+loop is differentiated by `lax.scan`'s autodiff, which XLA runs faster): the
+gradient of the recurrence is the linear reverse recurrence
 
     a_t = g_t + k_{t+1} * a_{t+1},   k_t = u * act'(z_t + u * h_{t-1}),
 
@@ -200,6 +201,16 @@ def _differentiable_recurrence(activation, implementation, masked):
             f"The fast recurrence has no derivative for activation="
             f"{_name(activation)}; supported: {supported_activations()}."
         )
+    if implementation == "sequential" and (
+        backend_loops.differentiates_loops_well()
+    ):
+
+        def run(z, u, h0, *maybe_keep):
+            held = maybe_keep[0] > 0 if masked else None
+            return _sequential_states(z, u, h0, held, activation)
+
+        return run
+
     forward = _FORWARD[implementation]
     backward = _BACKWARD[implementation]
 
