@@ -1,0 +1,100 @@
+"""examples/sequential_mnist.py: it runs on real MNIST read from IDX files,
+resumes, and rejects bad flags."""
+
+import common
+import numpy as np
+import pytest
+import sequential_mnist
+from example_runs import assert_run_files
+from example_runs import assert_usage_error
+from example_runs import run_script
+
+SMALL = ["--layers", "2", "--units", "16", "--quiet"]
+
+
+def test_idx_files_round_trip(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28))
+    common.write_idx(tmp_path / "images.gz", images)
+    np.testing.assert_array_equal(
+        common.read_idx(tmp_path / "images.gz"), images
+    )
+
+
+def test_pixel_orders():
+    images = np.arange(2 * 784).reshape(2, 28, 28) % 256
+    plain = sequential_mnist.pixel_order(False)
+    np.testing.assert_array_equal(plain, np.arange(784))
+    permuted = sequential_mnist.pixel_order(True)
+    # One fixed permutation, the same in every run.
+    np.testing.assert_array_equal(permuted, sequential_mnist.pixel_order(True))
+    assert sorted(permuted) == list(range(784))
+    assert (permuted != plain).mean() > 0.9
+    sequences = sequential_mnist.pixel_sequences(
+        images.astype("uint8"), permuted
+    )
+    assert sequences.shape == (2, 784, 1)
+    np.testing.assert_allclose(
+        sequences[1, :, 0], images[1].reshape(-1)[permuted] / 255, rtol=1e-6
+    )
+
+
+def test_trains_and_resumes_on_real_digits(mnist_idx_dir, tmp_path):
+    # The whole pipeline on 200 real training digits, 784 steps each.
+    flags = ["--data-dir", str(mnist_idx_dir), "--output", str(tmp_path)]
+    summary = sequential_mnist.main([*flags, *SMALL, "--epochs", "1"])
+    metrics = assert_run_files(tmp_path, summary)
+    assert summary["task"] == "sequential MNIST"
+    assert (summary["train_images"], summary["validation_images"]) == (190, 10)
+    assert summary["test_images"] == 100
+    assert 0 <= summary["test_accuracy"] <= 1
+    assert list(metrics["epoch"]) == [0]
+    steps = summary["steps"]
+    assert steps == 6  # ceil(190 / 32)
+
+    # One more epoch, not two.
+    summary = sequential_mnist.main([*flags, *SMALL, "--epochs", "2"])
+    metrics = assert_run_files(tmp_path, summary)
+    assert summary["epochs"] == 2 and summary["steps"] == 2 * steps
+    assert list(metrics["epoch"]) == [0, 1]
+    assert list(metrics["step"]) == [steps, 2 * steps]
+
+
+def test_bad_data_dir_is_a_usage_error(tmp_path):
+    # As a command: exit code 2 and one clear line, not a traceback.
+    code, err = run_script(
+        "sequential_mnist.py",
+        "--data-dir",
+        tmp_path,
+        "--output",
+        tmp_path / "run",
+    )
+    assert code == 2
+    assert_usage_error(err, "--data-dir", "lacks train-images-idx3-ubyte.gz")
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_idx_file_is_a_usage_error(mnist_idx_dir, tmp_path, capsys):
+    for name in common.IDX_FILES.values():
+        (tmp_path / name).write_bytes((mnist_idx_dir / name).read_bytes())
+    (tmp_path / common.IDX_FILES["test_labels"]).write_bytes(b"not gzip")
+    with pytest.raises(SystemExit) as excinfo:
+        sequential_mnist.main(
+            ["--data-dir", str(tmp_path), "--output", str(tmp_path / "run")]
+        )
+    assert excinfo.value.code == 2
+    assert_usage_error(capsys.readouterr().err, "--data-dir", "t10k-labels")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs", "-1"], "argument --epochs: expected a positive integer"),
+        (["--layers", "0"], "argument --layers"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_flags_are_usage_errors(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as excinfo:
+        sequential_mnist.main([*flags, "--output", str(tmp_path / "run")])
+    assert excinfo.value.code == 2
+    assert_usage_error(capsys.readouterr().err, message)
