@@ -3,6 +3,7 @@
 import adding_problem
 import keras
 import numpy as np
+import plot_runs
 import pytest
 from example_runs import assert_run_files
 from example_runs import assert_usage_error
@@ -94,3 +95,18 @@ def test_bad_flags_are_usage_errors(tmp_path, capsys, flags, message):
     assert excinfo.value.code == 2
     assert_usage_error(capsys.readouterr().err, message)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_plot_runs_overlays_runs(tmp_path, capsys):
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        _train(run, 20, "--quiet")
+    figure = tmp_path / "overlay.png"
+    plot_runs.main(
+        [*map(str, runs), "--baseline", "0.167", "--output", str(figure)]
+    )
+    assert figure.stat().st_size > 0
+    with pytest.raises(SystemExit) as excinfo:
+        plot_runs.main([str(tmp_path), "--output", str(figure)])
+    assert excinfo.value.code == 2
+    assert_usage_error(capsys.readouterr().err, "has no metrics.csv")
