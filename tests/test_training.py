@@ -67,8 +67,8 @@ def test_learns_real_digits_row_by_row():
         "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    # 25 epochs fit in the minute the issue allows (README: measured times);
-    # the time itself is the benchmark's business, not a test's.
+    # 25 epochs, sized for the minute the issue allows on a 2-core CPU;
+    # wall time is noisy on shared machines, so no test asserts it.
     model.fit(
         x[:split], y[:split], epochs=epochs, batch_size=batch_size, verbose=0
     )
