@@ -157,7 +157,7 @@ def main(argv=None):
         loss="mse",
     )
 
-    done = run.finished_epochs()
+    done = run.first_epoch
     if done:
         print(f"Resuming {run.dir} after step {done * per_epoch}")
     # A new stream per resume point, so a resumed run sees new data too.

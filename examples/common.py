@@ -303,6 +303,7 @@ class Run:
         self.backup_dir = self.dir / "backup"
         self.metrics_path = self.dir / "metrics.csv"
         self.started = time.time()
+        self.first_epoch = self.finished_epochs()
 
     def check_flags(self, parser, flags):
         """Records the flags of a new run, or, resuming, makes sure that
@@ -358,18 +359,41 @@ class Run:
 
     def finish(self, model, summary, panels, x_key, baseline=None):
         """Saves the model, summary.json and the learning curves (see
-        `plot_runs` for `panels`, `x_key` and `baseline`)."""
+        `plot_runs` for `panels`, `x_key` and `baseline`).
+
+        summary.json lists every invocation of the run that got this far,
+        so that a resume, say on another backend, adds to the record
+        instead of replacing it: `backend` and `device` are those that
+        trained, `wall_seconds` sums the invocations, and `train_seconds`
+        sums the epochs in metrics.csv (interrupted invocations included).
+        """
         model.save(self.dir / "model.keras")
+        path = self.dir / "summary.json"
+        earlier = []
+        if self.first_epoch and path.exists():  # a resumed run
+            earlier = json.loads(path.read_text()).get("invocations", [])
+        invocations = [
+            *earlier,
+            {
+                "backend": summary["backend"],
+                "device": summary["device"],
+                "epochs": [self.first_epoch, self.finished_epochs()],
+                "wall_seconds": round(time.time() - self.started, 1),
+            },
+        ]
+        trained = [i for i in invocations if i["epochs"][1] > i["epochs"][0]]
         metrics = self.metrics()
         summary = {
             **summary,
-            "wall_seconds": round(time.time() - self.started, 1),
-            # All invocations together, from the per-epoch times.
+            "backend": _distinct(trained or invocations, "backend"),
+            "device": _distinct(trained or invocations, "device"),
+            "wall_seconds": round(
+                sum(i["wall_seconds"] for i in invocations), 1
+            ),
             "train_seconds": round(float(sum(metrics.get("seconds", []))), 1),
+            "invocations": invocations,
         }
-        (self.dir / "summary.json").write_text(
-            json.dumps(summary, indent=2) + "\n"
-        )
+        path.write_text(json.dumps(summary, indent=2) + "\n")
         plot_runs(
             [(summary["task"], metrics)],
             panels,
@@ -379,6 +403,11 @@ class Run:
         )
         print(json.dumps(summary, indent=2))
         return summary
+
+
+def _distinct(invocations, key):
+    """The values of `key`, each once, in order."""
+    return ", ".join(dict.fromkeys(i[key] for i in invocations))
 
 
 class _StepLog(keras.callbacks.Callback):

@@ -189,9 +189,8 @@ def main(argv=None):
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    done = run.finished_epochs()
-    if done:
-        print(f"Resuming {run.dir} after epoch {done}")
+    if run.first_epoch:
+        print(f"Resuming {run.dir} after epoch {run.first_epoch}")
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="val_accuracy",
         mode="max",

@@ -68,6 +68,13 @@ def test_resumes_where_it_stopped(tmp_path, capsys):
     summary = _train(tmp_path, 40, "--quiet")
     assert summary["steps"] == 40
     assert len(assert_run_files(tmp_path, summary)["step"]) == 4
+    # summary.json keeps a record of each invocation.
+    invocations = summary["invocations"]
+    assert [i["epochs"] for i in invocations] == [[0, 2], [2, 4], [4, 4]]
+    assert summary["wall_seconds"] == pytest.approx(
+        sum(i["wall_seconds"] for i in invocations), abs=0.2
+    )
+    assert summary["backend"] == keras.backend.backend()
 
 
 def test_refuses_to_resume_with_other_flags(tmp_path, capsys):
