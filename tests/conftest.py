@@ -1,4 +1,6 @@
 import importlib.util
+import os
+import zlib
 
 # With TensorFlow and PyTorch in one process, torch must be imported first.
 if importlib.util.find_spec("torch") is not None:
@@ -17,5 +19,10 @@ def _float32_policy():
 
 @pytest.fixture
 def rng(request):
-    # A different, reproducible stream per test.
-    return np.random.default_rng(abs(hash(request.node.nodeid)) % 2**32)
+    # A different stream per test, the same in every run (str hashes are
+    # salted per process). INDRNN_TEST_SEED shifts all of them, to probe
+    # the tolerances with other data.
+    salt = os.environ.get("INDRNN_TEST_SEED", "")
+    return np.random.default_rng(
+        zlib.crc32((salt + request.node.nodeid).encode())
+    )
