@@ -508,11 +508,20 @@ def main(argv=None):
         if result is None:
             continue
         if not args.no_memory:
+            # Models dropped as too slow before the longest T would take
+            # minutes per step there: not probed either.
+            longest = {
+                row["model"]
+                for row in result["rows"]
+                if row["timesteps"] == max(args.timesteps)
+                and row["layers"] == max(args.layers)
+            }
             result["memory"] = [
                 m
                 for m in (
                     run_worker(args, backend, "memory", name)
                     for name in args.models
+                    if name in longest
                 )
                 if m
             ]
