@@ -233,7 +233,7 @@ def _slope_times(activation):
         a, _, lo, hi = form
 
         def clip_slope_times(x, out):
-            # The slope is a where clipped (relu at 0 included), else 0.
+            # The slope is `a` between the bounds and 0 on them (relu at 0).
             # As lo <= out <= hi, sign(out - lo) and sign(hi - out) are 0
             # or 1: arithmetic instead of boolean masks, which PyTorch's
             # CPU kernels run ~4x slower.
