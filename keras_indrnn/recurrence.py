@@ -281,19 +281,15 @@ def _sequential_backward(upstream, states, u, h0, held, slope_times):
     last step back, returning `(d pre-activations, d u per sample, d h0)`
     with `d u = sum_t d_pre_t * h_{t-1}`."""
     if backend_loops.has_fused_loops():
-        # total_t = upstream_t + gain_{t+1} * total_{t+1}: one kernel a step.
-        per_step_u = u if len(u.shape) == 1 else u[:, None, :]
-        gain = slope_times(
-            ops.broadcast_to(per_step_u, ops.shape(states)), states
+        return _backward_through_totals(
+            upstream,
+            states,
+            u,
+            h0,
+            held,
+            slope_times,
+            backend_loops.fused_linear_backward,
         )
-        if held is not None:
-            gain = ops.where(held, gain, 1)
-        total = backend_loops.fused_linear_backward(upstream, gain)
-        d_pre = slope_times(total, states)
-        if held is not None:
-            d_pre = ops.where(held, d_pre, 0)
-        d_u = d_pre[:, 0] * h0 + ops.sum(d_pre[:, 1:] * states[:, :-1], axis=1)
-        return d_pre, d_u, gain[:, 0] * total[:, 0]
 
     # The loop also sums d u: at step t it holds d_pre_{t+1} from the step
     # before and reads h_t, which saves a shifted copy of the states.
@@ -386,25 +382,45 @@ def _compose_affine(first, then):
 
 
 def _parallel_backward(upstream, states, u, h0, held, slope_times):
-    """`_sequential_backward` as a reversed affine scan: `total_t =
-    upstream_t + gain_{t+1} * total_{t+1}` composes like `h -> e * h + d`."""
-    upstream = _time_major(upstream)
-    states = _time_major(states)
-    held = None if held is None else _time_major(held)
-    gain = slope_times(ops.broadcast_to(u, ops.shape(states)), states)
+    return _backward_through_totals(
+        upstream, states, u, h0, held, slope_times, _affine_scan_totals
+    )
+
+
+def _backward_through_totals(upstream, states, u, h0, held, slope_times, solve):
+    """The backward pass as one linear recurrence over the whole sequence,
+
+        total_t = upstream_t + gain_{t+1} * total_{t+1},
+
+    solved by `solve(upstream, gain)` (all batch-major), with the per-step
+    gains `u * act'(.)` (1 at masked steps) computed up front. Returns
+    `(d pre-activations, d u per sample, d h0)`."""
+    per_step_u = u if len(u.shape) == 1 else u[:, None, :]
+    gain = slope_times(ops.broadcast_to(per_step_u, ops.shape(states)), states)
     if held is not None:
         gain = ops.where(held, gain, 1)
-    next_gain = ops.concatenate([gain[1:], ops.zeros_like(gain[:1])], axis=0)
-    _, total = associative_scan(
-        _compose_affine,
-        (ops.flip(next_gain, axis=0), ops.flip(upstream, axis=0)),
-    )
-    total = ops.flip(total, axis=0)
+    total = solve(upstream, gain)
     d_pre = slope_times(total, states)
     if held is not None:
         d_pre = ops.where(held, d_pre, 0)
-    d_u = d_pre[0] * h0 + ops.sum(d_pre[1:] * states[:-1], axis=0)
-    return _time_major(d_pre), d_u, gain[0] * total[0]
+    d_u = d_pre[:, 0] * h0 + ops.sum(d_pre[:, 1:] * states[:, :-1], axis=1)
+    return d_pre, d_u, gain[:, 0] * total[:, 0]
+
+
+def _affine_scan_totals(upstream, gain):
+    """`total_t = upstream_t + gain_{t+1} * total_{t+1}` as a reversed
+    associative scan: each step composes like `h -> e * h + d`."""
+    next_gain = ops.concatenate(
+        [gain[:, 1:], ops.zeros_like(gain[:, :1])], axis=1
+    )
+    _, total = associative_scan(
+        _compose_affine,
+        (
+            ops.flip(_time_major(next_gain), axis=0),
+            ops.flip(_time_major(upstream), axis=0),
+        ),
+    )
+    return _time_major(ops.flip(total, axis=0))
 
 
 def associative_scan(combine, elements):
