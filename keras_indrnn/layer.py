@@ -1,10 +1,13 @@
 """The IndRNN layer: a sibling of `keras.layers.SimpleRNN`."""
 
+import warnings
+
 import keras
 from keras import ops
 from keras import regularizers
 from keras import tree
 
+from keras_indrnn import engines
 from keras_indrnn.cell import IndRNNCell
 from keras_indrnn.recurrence import check_implementation
 from keras_indrnn.recurrence import choose_implementation
@@ -67,7 +70,11 @@ class IndRNN(keras.layers.RNN):
             sequence backwards and return the reversed sequence.
         stateful: Boolean (default `False`). If `True`, the last state for
             each sample at index i in a batch will be used as the initial
-            state for the sample of index i in the following batch.
+            state for the sample of index i in the following batch. Unlike
+            Keras's own RNN layers, the state is a non-trainable weight of
+            the layer (listed before the cell's weights): so it carries
+            over between batches of `fit` and `predict` on JAX too, and
+            `.keras` files keep it.
         unroll: Boolean (default `False`). If `True`, the cell is stepped in
             an unrolled Python loop, as `keras.layers.SimpleRNN` does; this
             bypasses the fast recurrence and suits only short sequences.
@@ -181,7 +188,41 @@ class IndRNN(keras.layers.RNN):
                     "`Input` a fixed length or pass a number."
                 )
             self.cell.resolved_max_abs = 2.0 ** (1.0 / timesteps)
+        if keras.backend.standardize_dtype(self.compute_dtype) == "float64":
+            _warn_once(engines.current().float64_dtype_note())
         super().build(sequences_shape, initial_state_shape)
+
+    def _create_state_variables(self, batch_size):
+        # `keras.layers.RNN` creates the state variables untracked, so JAX's
+        # stateless training and prediction steps, which thread only the
+        # tracked variables, drop every state update. Tracked, the state
+        # is carried on every engine.
+        self.states = [
+            keras.Variable(
+                state,
+                trainable=False,
+                dtype=self.variable_dtype,
+                name="rnn_state",
+            )
+            for state in self.get_initial_state(batch_size)
+        ]
+
+    def _check_initial_state(self, initial_state, batch_size):
+        states = tree.flatten(initial_state)
+        shape = tuple(states[0].shape) if len(states) == 1 else None
+        if (
+            shape is None
+            or len(shape) != 2
+            or shape[1] not in (None, self.units)
+            or None not in (shape[0], batch_size)
+            and shape[0] != batch_size
+        ):
+            shapes = [tuple(s.shape) for s in states]
+            raise ValueError(
+                "IndRNN expects `initial_state` to be one tensor of shape "
+                f"(batch, units) = ({batch_size}, {self.units}); got "
+                f"{len(states)} tensor(s) of shape(s) {shapes}."
+            )
 
     def _check_sequences_shape(self, shape):
         if len(shape) != 3:
@@ -199,6 +240,8 @@ class IndRNN(keras.layers.RNN):
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         self._check_sequences_shape(sequences.shape)
+        if initial_state is not None:
+            self._check_initial_state(initial_state, sequences.shape[0])
         return super().call(
             sequences, mask=mask, training=training, initial_state=initial_state
         )
@@ -216,7 +259,6 @@ class IndRNN(keras.layers.RNN):
         if training and cell.dropout:
             dp_mask = cell.get_dropout_mask(sequences[:, 0, :])
             sequences = sequences * ops.expand_dims(dp_mask, axis=1)
-        projected = cell.project_inputs(sequences)
         recurrent_kernel = cell.recurrent_kernel
         if training and cell.recurrent_dropout:
             # The mask is constant over time: u * (m * h) == (m * u) * h.
@@ -227,11 +269,19 @@ class IndRNN(keras.layers.RNN):
         implementation = choose_implementation(
             self.implementation, cell.activation, sequences.shape[1]
         )
+        initial = initial_state[0]
+        if self.stateful:
+            # `RNN.call` assigns the new state to the state variable after
+            # this call, in place on some engines; the backward pass must
+            # see the state this call started from.
+            initial = ops.copy(initial)
         last_output, outputs, state = indrnn_recurrence(
-            projected,
+            sequences,
             recurrent_kernel,
-            initial_state[0],
+            initial,
             cell.activation,
+            kernel=cell.kernel,
+            bias=cell.bias,
             mask=mask,
             go_backwards=self.go_backwards,
             zero_output_for_mask=self.zero_output_for_mask,
@@ -318,3 +368,12 @@ class IndRNN(keras.layers.RNN):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+_WARNED = set()
+
+
+def _warn_once(note):
+    if note is not None and note not in _WARNED:
+        _WARNED.add(note)
+        warnings.warn(note, stacklevel=3)

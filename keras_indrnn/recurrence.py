@@ -5,36 +5,41 @@ in one matmul, what is left is
 
     h_t = act(z_t + u * h_{t-1})
 
-element by element. This module runs it two ways behind one function,
-`indrnn_recurrence`:
+element by element, where a step whose mask is False keeps the state.
+`indrnn_recurrence` runs it two ways:
 
-- `"sequential"`: one step after the other, in the cheapest loop each engine
-  has (`backend_loops.scan_over_time`).
-- `"parallel"`: for activations of the form `clip(a * x + c, lo, hi)` (relu,
-  relu6, linear, hard_sigmoid, hard_tanh), one step is the clip-affine map
-  `h -> clip(e * h + d, L, H)`, and such maps stay clip-affine under
-  composition. An associative scan over time composes them in log depth.
+- `"sequential"`: one step after the other, in the engine's time loop or
+  fused kernel (`keras_indrnn.engines`).
+- `"parallel"`: for activations of the form `clip(a * x + c, lo, hi)`, an
+  associative scan over time in log depth (`keras_indrnn.parallel_scan`).
 
-Both have a closed-form backward pass (`ops.custom_gradient`): the gradient
-of the recurrence is the linear reverse recurrence
+Both share one closed-form backward pass. With the adjoint
+`adjoint_t = dL/dh_t` (through every later step) and `slope_t = act'(pre_t)`:
 
-    a_t = g_t + k_{t+1} * a_{t+1},   k_t = u * act'(z_t + u * h_{t-1}),
+    adjoint_t = upstream_t + gain_{t+1} * adjoint_{t+1}
+    gain_t    = u * slope_t                 (1 at a masked step)
+    dL/dpre_t = slope_t * adjoint_t         (0 at a masked step)
+    dL/du     = sum_t dL/dpre_t * h_{t-1}
+    dL/dh_0   = gain_0 * adjoint_0
 
-run with the same engine as the forward pass, so neither autodiff through a
-loop of thousands of steps nor through the scan's bookkeeping is needed
-(on JAX, autodiff through `lax.scan` measured 2.7x slower than this).
-Half-precision inputs are accumulated in float32 and the outputs returned in
-the input's dtype: a ReLU state can leave float16's range, and the
-composed maps of the parallel scan need the wider mantissa.
+Every supported activation's slope is a function of its output, so the
+backward pass needs nothing but the forward's states; no engine
+differentiates through a loop of thousands of steps. Half-precision inputs
+are accumulated in float32 and the outputs returned in the input's dtype:
+a ReLU state can leave float16's range, and the composed maps of the
+parallel scan need the wider mantissa. While a model is being exported,
+the forward pass runs in the engine's portable loop.
 """
 
+import functools
 import math
 
 import keras
 from keras import activations
 from keras import ops
 
-from keras_indrnn import backend_loops
+from keras_indrnn import engines
+from keras_indrnn import parallel_scan
 
 IMPLEMENTATIONS = ("auto", "sequential", "parallel")
 
@@ -61,7 +66,7 @@ def clip_form(activation):
 def has_fast_path(activation):
     """Whether `indrnn_recurrence` supports this activation (it needs the
     derivative in closed form); `IndRNN` steps the cell for the others."""
-    return _slope_times(activation) is not None
+    return _slope(activation) is not None
 
 
 def supported_activations():
@@ -89,35 +94,18 @@ def choose_implementation(implementation, activation, timesteps):
     """Resolves `"auto"`: the rule the README documents.
 
     The parallel scan does more arithmetic than the loop in exchange for
-    log depth; that pays where per-step launch overhead dominates (GPUs) and
-    not on CPUs, where every engine's loop was faster in our benchmark.
+    log depth; that pays only where the cost of a step is its launch
+    (accelerators), never on CPUs (`benchmarks/results/`).
     """
     if implementation != "auto":
         return implementation
     if (
         clip_form(activation) is not None
         and timesteps is not None
-        and _on_accelerator()
+        and engines.current().on_accelerator()
     ):
         return "parallel"
     return "sequential"
-
-
-def _on_accelerator():
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    if backend == "torch":
-        from keras.src.backend.torch.core import get_device
-
-        return not str(get_device()).startswith("cpu")
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_logical_devices("GPU"))
-    return False
 
 
 def _name(activation):
@@ -125,25 +113,30 @@ def _name(activation):
 
 
 def indrnn_recurrence(
-    inputs,
+    sequences,
     recurrent_kernel,
     initial_state,
     activation,
+    kernel=None,
+    bias=None,
     mask=None,
     go_backwards=False,
     zero_output_for_mask=False,
     implementation="sequential",
 ):
-    """Runs `h_t = activation(inputs_t + recurrent_kernel * h_{t-1})`.
+    """Runs `h_t = act(x_t @ kernel + bias + recurrent_kernel * h_{t-1})`.
 
     Args:
-        inputs: `(batch, timesteps, units)`, the projected inputs `z`.
+        sequences: `(batch, timesteps, features)`, the inputs `x`; with
+            `kernel=None`, the already projected `(batch, timesteps, units)`.
         recurrent_kernel: `(units,)`, or `(batch, units)` when recurrent
             dropout has been folded into it.
         initial_state: `(batch, units)`.
         activation: The element-wise activation.
-        mask: Optional boolean `(batch, timesteps)`; a masked step keeps the
-            state.
+        kernel: Optional `(features, units)` input weights.
+        bias: Optional `(units,)`.
+        mask: Optional boolean `(batch, timesteps)`; a step where it is
+            False keeps the state.
         go_backwards: Process the sequence from its last step; the outputs
             come back in processing order, as in `keras.layers.RNN`.
         zero_output_for_mask: Whether masked steps output zeros instead of
@@ -152,319 +145,385 @@ def indrnn_recurrence(
 
     Returns:
         `(last_output, outputs, final_state)` with `outputs` of shape
-        `(batch, timesteps, units)`, all in the dtype of `inputs`.
+        `(batch, timesteps, units)`, all in the dtype of `sequences`.
     """
-    out_dtype = inputs.dtype
+    out_dtype = keras.backend.standardize_dtype(sequences.dtype)
     dtype = _accumulation_dtype(out_dtype)
-    z = ops.cast(inputs, dtype)
-    u = ops.cast(recurrent_kernel, dtype)
-    h0 = ops.cast(initial_state, dtype)
-    keep = None
-    if mask is not None:
-        keep = ops.cast(mask[:, :, None], dtype)
-    if go_backwards:
-        z = ops.flip(z, axis=1)
-        keep = None if keep is None else ops.flip(keep, axis=1)
-
-    run = _differentiable_recurrence(
-        activation, implementation, keep is not None
+    engine = engines.current()
+    exporting = engine.exporting()
+    loop_engine = (
+        implementation == "sequential"
+        and engine.fused_forward is None
+        and not exporting
     )
-    args = (z, u, h0) if keep is None else (z, u, h0, keep)
-    states = run(*args)
+    in_loop = (
+        loop_engine
+        and kernel is not None
+        and dtype == out_dtype
+        and sequences.shape[-1] is not None
+        and sequences.shape[-1] <= PROJECTION_IN_LOOP_FEATURES
+    )
+    if kernel is not None and not in_loop:
+        # In the compute dtype, as Keras layers project.
+        sequences = ops.matmul(sequences, kernel)
+        kernel = None
+    if bias is not None and not loop_engine:
+        sequences = ops.add(sequences, bias)
+        bias = None
 
-    outputs = states
-    if keep is not None:
+    operands = {
+        "sequences": ops.cast(sequences, dtype),
+        "recurrent_kernel": ops.cast(recurrent_kernel, dtype),
+        "initial_state": ops.cast(initial_state, dtype),
+    }
+    if kernel is not None:
+        operands["kernel"] = ops.cast(kernel, dtype)
+    if bias is not None:
+        operands["bias"] = ops.cast(bias, dtype)
+    if mask is not None:
+        # As a float tensor, so that it can be an argument of a function
+        # with a custom gradient on every engine.
+        operands["mask"] = ops.cast(mask[:, :, None], dtype)
+    if go_backwards:
+        for name in ("sequences", "mask"):
+            if name in operands:
+                operands[name] = ops.flip(operands[name], axis=1)
+
+    if exporting:
+        states, final = _looped_states(
+            engine.portable_time_loop, activation, **_with_bool_mask(operands)
+        )
+    else:
+        names = tuple(operands)
+        run = engine.custom_gradient(
+            _with_gradient(engine, activation, implementation, names)
+        )
+        states, final = run(*operands.values())
+
+    # The final state comes from the loop's carry, not from `states`, so
+    # that an engine can drop the states where only the last step is used
+    # and no gradient is taken (XLA does).
+    outputs, last_output = states, final
+    mask_values = operands.get("mask")
+    if mask_values is not None:
         # As in `keras.layers.RNN`: a masked step outputs zeros, or repeats
         # the last output (zeros before the first unmasked step).
-        shown = keep if zero_output_for_mask else ops.cumsum(keep, axis=1)
-        outputs = ops.where(shown > 0, states, 0)
+        if zero_output_for_mask:
+            shown = mask_values > 0
+            last_shown = shown[:, -1]
+        else:
+            shown = ops.cumsum(mask_values, axis=1) > 0
+            last_shown = ops.any(mask_values > 0, axis=1)
+        outputs = ops.where(shown, states, 0)
+        last_output = ops.where(last_shown, final, 0)
     return (
-        ops.cast(outputs[:, -1], out_dtype),
+        ops.cast(last_output, out_dtype),
         ops.cast(outputs, out_dtype),
-        ops.cast(states[:, -1], out_dtype),
+        ops.cast(final, out_dtype),
     )
+
+
+# Inputs with at most this many features are projected inside the time
+# loop of engines that compile it: each step then reads `features` values
+# per sample instead of a materialized `units`-wide projection.
+PROJECTION_IN_LOOP_FEATURES = 8
 
 
 def _accumulation_dtype(dtype):
-    dtype = keras.backend.standardize_dtype(dtype)
     return "float32" if dtype in ("float16", "bfloat16") else dtype
 
 
-def _differentiable_recurrence(activation, implementation, masked):
-    """Builds `run(z, u, h0[, keep]) -> states`, all batch-major."""
-    slope_times = _slope_times(activation)
-    if slope_times is None:
+def _with_bool_mask(operands):
+    operands = dict(operands)
+    if "mask" in operands:
+        operands["mask"] = operands["mask"] > 0
+    return operands
+
+
+def _with_gradient(engine, activation, implementation, names):
+    """`run(*operands) -> ((states, final_state), grad)`, for the engine's
+    `custom_gradient`, with the operands named by `names` (those of
+    `indrnn_recurrence`) in that order, all batch-major."""
+    if _slope(activation) is None:
         raise ValueError(
             f"The fast recurrence has no derivative for activation="
             f"{_name(activation)}; supported: {supported_activations()}."
         )
-    forward = _FORWARD[implementation]
-    backward = _BACKWARD[implementation]
+    if implementation == "parallel":
+        forward, backward = _parallel_states, _parallel_backward
+    else:
+        forward, backward = _sequential_states, _sequential_backward
 
-    def run_with_gradient(z, u, h0, *maybe_keep):
-        held = maybe_keep[0] > 0 if masked else None
-        states = forward(z, u, h0, held, activation)
+    def run(*values):
+        operands = _with_bool_mask(dict(zip(names, values, strict=True)))
+        states, final = forward(engine, activation, **operands)
 
-        def grad(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
+        def grad(upstreams):
+            upstream, final_adjoint = upstreams
             d_pre, d_u, d_h0 = backward(
-                upstream, states, u, h0, held, slope_times
+                engine,
+                activation,
+                upstream,
+                final_adjoint,
+                states,
+                operands["recurrent_kernel"],
+                operands["initial_state"],
+                operands.get("mask"),
             )
-            if len(u.shape) == 1:
+            if len(operands["recurrent_kernel"].shape) == 1:
                 d_u = ops.sum(d_u, axis=0)
-            grads = (d_pre, d_u, d_h0)
-            if masked:
-                grads += (ops.zeros_like(maybe_keep[0]),)
-            return grads
+            grads = {
+                "sequences": d_pre,
+                "recurrent_kernel": d_u,
+                "initial_state": d_h0,
+            }
+            if "kernel" in operands:
+                grads["sequences"], grads["kernel"] = _projection_grads(
+                    operands["sequences"], operands["kernel"], d_pre
+                )
+            if "bias" in operands:
+                grads["bias"] = ops.sum(d_pre, axis=(0, 1))
+            if "mask" in operands:
+                grads["mask"] = ops.zeros_like(values[names.index("mask")])
+            return tuple(grads[name] for name in names)
 
-        return states, grad
+        return (states, final), grad
 
-    return ops.custom_gradient(run_with_gradient)
+    return run
 
 
-def _slope_times(activation):
-    """`slope_times(x, out)`: `x * activation'(pre)` computed from the
-    activation's output `out = activation(pre)`, or `None` where no closed
-    form is known. Every supported activation's slope is a function of its
-    output, so the backward pass needs nothing but the forward's states."""
-    form = clip_form(activation)
-    if form is not None:
-        a, _, lo, hi = form
+def _projection_grads(sequences, kernel, d_pre):
+    """Gradients of `sequences @ kernel` for `dL/d(product) = d_pre`."""
+    features, units = kernel.shape
+    d_kernel = ops.matmul(
+        ops.transpose(ops.reshape(sequences, (-1, features))),
+        ops.reshape(d_pre, (-1, units)),
+    )
+    return ops.matmul(d_pre, ops.transpose(kernel)), d_kernel
 
-        def clip_slope_times(x, out):
-            # The slope is `a` between the bounds and 0 on them (relu at 0).
-            # As lo <= out <= hi, sign(out - lo) and sign(hi - out) are 0
-            # or 1: arithmetic instead of boolean masks, which PyTorch's
-            # CPU kernels run ~4x slower.
-            if lo > -_INF:
-                x = x * ops.sign(out - lo)
-            if hi < _INF:
-                x = x * ops.sign(hi - out)
-            return x if a == 1 else x * a
 
-        return clip_slope_times
-    if activation is activations.tanh:
-        return lambda x, out: x * (1 - out * out)
-    if activation is activations.sigmoid:
-        return lambda x, out: x * out * (1 - out)
-    return None
+def _slope(activation):
+    """`slope(out)`: `activation'(pre)` computed from the activation's
+    output `out = activation(pre)`, or `None` where no closed form is
+    known."""
+    return _SLOPES.get(activation if activation is not None else None)
+
+
+def _clip_slope(form):
+    a, _, lo, hi = form
+
+    def slope(out):
+        # `a` between the bounds, 0 on them (relu at 0). As lo <= out <= hi,
+        # sign(out - lo) and sign(hi - out) are 0 or 1: arithmetic instead
+        # of boolean masks, which PyTorch's CPU kernels run slower.
+        result = None
+        if lo > -_INF:
+            result = ops.sign(out - lo if lo else out)
+        if hi < _INF:
+            upper = ops.sign(hi - out)
+            result = upper if result is None else result * upper
+        if result is None:
+            return ops.full_like(out, a)
+        return result if a == 1 else result * a
+
+    return slope
+
+
+_SLOPES = {
+    **{f: _clip_slope(form) for f, form in _CLIP_FORMS.items()},
+    None: _clip_slope(_CLIP_FORMS[activations.linear]),
+    activations.tanh: lambda out: 1 - out * out,
+    activations.sigmoid: lambda out: out * (1 - out),
+}
 
 
 # -- sequential -------------------------------------------------------------
 
 
-def _sequential_states(z, u, h0, held, activation):
-    form = clip_form(activation)
-    if form is not None and backend_loops.has_fused_loops():
-        return backend_loops.fused_clip_recurrence(z, u, h0, held, form)
-    activation = activation or activations.linear
-    if held is None:
-
-        def step(h, z_t, u):
-            h = activation(z_t + u * h)
-            return h, h
-
-        sequences = (z,)
-    else:
-
-        def step(h, z_t, held_t, u):
-            h = ops.where(held_t, activation(z_t + u * h), h)
-            return h, h
-
-        sequences = (z, held)
-    return backend_loops.scan_over_time(step, h0, sequences, (u,))[1]
-
-
-def _sequential_backward(upstream, states, u, h0, held, slope_times):
-    """Runs `total_t = upstream_t + d h_{t+1}/d h_t * total_{t+1}` from the
-    last step back, returning `(d pre-activations, d u per sample, d h0)`
-    with `d u = sum_t d_pre_t * h_{t-1}`."""
-    if backend_loops.has_fused_loops():
-        return _backward_through_totals(
-            upstream,
-            states,
-            u,
-            h0,
-            held,
-            slope_times,
-            backend_loops.fused_linear_backward,
+def _sequential_states(
+    engine,
+    activation,
+    sequences,
+    recurrent_kernel,
+    initial_state,
+    kernel=None,
+    bias=None,
+    mask=None,
+):
+    if engine.fused_forward is not None:
+        states = engine.fused_forward(
+            sequences,
+            recurrent_kernel,
+            initial_state,
+            mask,
+            *_kind(activation),
         )
+        return states, states[:, -1]
+    return _looped_states(
+        engine.time_loop,
+        activation,
+        sequences,
+        recurrent_kernel,
+        initial_state,
+        kernel,
+        bias,
+        mask,
+    )
 
-    # The loop also sums d u: at step t it holds d_pre_{t+1} from the step
-    # before and reads h_t, which saves a shifted copy of the states.
-    masked = held is not None
 
-    def step(carry, g_t, h_t, *held_t_and_u):
-        u = held_t_and_u[-1]
+def _kind(activation):
+    """`(kind, form)`, the activation as the engines' fused kernels take
+    it."""
+    form = clip_form(activation)
+    if form is not None:
+        return "clip", form
+    kinds = {activations.tanh: "tanh", activations.sigmoid: "sigmoid"}
+    return kinds[activation], None
+
+
+def _looped_states(
+    time_loop,
+    activation,
+    sequences,
+    recurrent_kernel,
+    initial_state,
+    kernel=None,
+    bias=None,
+    mask=None,
+):
+    """`(states, final_state)` from the engine's loop."""
+    step = _forward_step(
+        activation, mask is not None, bias is not None, kernel is not None
+    )
+    constants = (recurrent_kernel,)
+    constants += () if bias is None else (bias,)
+    constants += () if kernel is None else (kernel,)
+    steps = (sequences,) if mask is None else (sequences, mask)
+    final, states = time_loop(step, initial_state, steps, constants)
+    return states, final
+
+
+@functools.cache
+def _forward_step(activation, masked, biased, projects):
+    """One step `h -> act(z_t + u * h)`, where `z_t` is the step's input,
+    plus the bias where `biased`, times the kernel first where `projects`.
+    One function object per combination: engines that compile the loop
+    cache it by the step's identity."""
+    activation = activation or activations.linear
+
+    def step(h, source_t, *mask_t_and_constants):
+        if masked:
+            mask_t, *constants = mask_t_and_constants
+        else:
+            constants = mask_t_and_constants
+        u, *rest = constants
+        z_t = ops.matmul(source_t, rest[-1]) if projects else source_t
+        if biased:
+            z_t = z_t + rest[0]
+        new = activation(z_t + u * h)
+        if masked:
+            new = ops.where(mask_t, new, h)
+        return new, new
+
+    return step
+
+
+def _sequential_backward(
+    engine, activation, upstream, final_adjoint, states, u, h0, mask
+):
+    """Returns `(dL/dpre per step, dL/du per sample, dL/dh0)`;
+    `final_adjoint` is the gradient that reaches the final state directly."""
+    if engine.fused_backward is not None:
+        return engine.fused_backward(
+            upstream, final_adjoint, states, u, h0, mask, *_kind(activation)
+        )
+    step = _backward_step(_slope(activation), mask is not None)
+    sequences = (upstream, states) + (() if mask is None else (mask,))
+    zeros = ops.zeros_like(final_adjoint)
+    (d_h0, d_pre_0, d_u), d_pre = engine.time_loop(
+        step, (final_adjoint, zeros, zeros), sequences, (u,), reverse=True
+    )
+    return d_pre, d_u + d_pre_0 * h0, d_h0
+
+
+@functools.cache
+def _backward_step(slope, masked):
+    """The backward pass as one reversed loop that also sums `dL/du`: at
+    step t it holds dL/dpre_{t+1} from the step before and reads h_t, which
+    saves a shifted copy of the states."""
+
+    def step(carry, upstream_t, h_t, *mask_t_and_u):
+        u = mask_t_and_u[-1]
         to_state, d_pre_next, d_u = carry
         d_u = d_u + d_pre_next * h_t
-        total = g_t + to_state
-        d_pre = slope_times(total, h_t)
+        adjoint = upstream_t + to_state
+        d_pre = slope(h_t) * adjoint
         if masked:
-            held_t = held_t_and_u[0]
-            d_pre = ops.where(held_t, d_pre, 0)
-            # A masked step copied h_{t-1} forward: its gradient too.
-            to_state = ops.where(held_t, u * d_pre, total)
+            mask_t = mask_t_and_u[0]
+            d_pre = ops.where(mask_t, d_pre, 0)
+            # A masked step copied h_{t-1} forward: its adjoint too.
+            to_state = ops.where(mask_t, u * d_pre, adjoint)
         else:
             to_state = u * d_pre
         return (to_state, d_pre, d_u), d_pre
 
-    sequences = (upstream, states) + ((held,) if masked else ())
-    zeros = ops.zeros_like(upstream[:, 0])
-    (d_h0, d_pre_0, d_u), d_pre = backend_loops.scan_over_time(
-        step, (zeros, zeros, zeros), sequences, (u,), reverse=True
+    return step
+
+
+def _backward_through_adjoints(
+    upstream, final_adjoint, states, u, h0, mask, slope, solve
+):
+    """The backward pass with the adjoint recurrence solved as a whole by
+    `solve(upstream, gain)` (batch-major). Returns `(dL/dpre per step,
+    dL/du per sample, dL/dh0)`."""
+    upstream = ops.concatenate(
+        [upstream[:, :-1], upstream[:, -1:] + final_adjoint[:, None]], axis=1
     )
-    return d_pre, d_u + d_pre_0 * h0, d_h0
+    slopes = slope(states)
+    per_step_u = u if len(u.shape) == 1 else u[:, None, :]
+    if mask is None:
+        gain = per_step_u * slopes
+    else:
+        slopes = ops.where(mask, slopes, 0)
+        gain = ops.where(mask, per_step_u * slopes, 1)
+    adjoints = solve(upstream, gain)
+    d_pre = slopes * adjoints
+    d_u = d_pre[:, 0] * h0 + ops.sum(d_pre[:, 1:] * states[:, :-1], axis=1)
+    return d_pre, d_u, gain[:, 0] * adjoints[:, 0]
 
 
 # -- parallel ---------------------------------------------------------------
 
 
-def _parallel_states(z, u, h0, held, activation):
-    # The scan runs over axis 0.
-    z = _time_major(z)
-    held = None if held is None else _time_major(held)
-    return _time_major(_parallel_time_major(z, u, h0, held, activation))
-
-
 def _time_major(x):
     """Swaps the batch and time axes (either way)."""
-    return ops.swapaxes(x, 0, 1)
+    return None if x is None else ops.swapaxes(x, 0, 1)
 
 
-def _parallel_time_major(z, u, h0, held, activation):
-    a, c, lo, hi = clip_form(activation)
-    gain = ops.broadcast_to(a * u, ops.shape(z))
-    offset = a * z + c
-    lower = ops.full_like(z, lo)
-    upper = ops.full_like(z, hi)
-    if held is not None:
-        # A masked step is the identity map.
-        gain = ops.where(held, gain, 1)
-        offset = ops.where(held, offset, 0)
-        lower = ops.where(held, lower, -_INF)
-        upper = ops.where(held, upper, _INF)
-    gain, offset, lower, upper = associative_scan(
-        _compose_clip_affine, (gain, offset, lower, upper)
+def _parallel_states(
+    engine, activation, sequences, recurrent_kernel, initial_state, mask=None
+):
+    states = parallel_scan.clip_affine_states(
+        _time_major(sequences),
+        recurrent_kernel,
+        initial_state,
+        _time_major(mask),
+        clip_form(activation),
     )
-    return ops.minimum(ops.maximum(gain * h0 + offset, lower), upper)
+    states = _time_major(states)
+    return states, states[:, -1]
 
 
-def _compose_clip_affine(first, then):
-    """The map `h -> then(first(h))` of two clip-affine maps.
-
-    Each map is `(e, d, L, H)`: `h -> clip(e * h + d, L, H)`, with infinite
-    bounds allowed. The bounds of `first` go through `x -> e2 * x + d2`
-    (swapped when e2 < 0) and are then clipped into `then`'s bounds.
-    """
-    e1, d1, lo1, hi1 = first
-    e2, d2, lo2, hi2 = then
-    # e2 == 0 makes `then` constant; avoid 0 * inf = nan in the bounds.
-    constant = e2 == 0
-    mapped_lo = ops.where(constant, d2, e2 * lo1 + d2)
-    mapped_hi = ops.where(constant, d2, e2 * hi1 + d2)
-    increasing = e2 >= 0
-    new_lo = ops.where(increasing, mapped_lo, mapped_hi)
-    new_hi = ops.where(increasing, mapped_hi, mapped_lo)
-    return (
-        e2 * e1,
-        e2 * d1 + d2,
-        ops.minimum(ops.maximum(new_lo, lo2), hi2),
-        ops.minimum(ops.maximum(new_hi, lo2), hi2),
-    )
-
-
-def _compose_affine(first, then):
-    e1, d1 = first
-    e2, d2 = then
-    return e2 * e1, e2 * d1 + d2
-
-
-def _parallel_backward(upstream, states, u, h0, held, slope_times):
-    return _backward_through_totals(
-        upstream, states, u, h0, held, slope_times, _affine_scan_totals
-    )
-
-
-def _backward_through_totals(upstream, states, u, h0, held, slope_times, solve):
-    """The backward pass as one linear recurrence over the whole sequence,
-
-        total_t = upstream_t + gain_{t+1} * total_{t+1},
-
-    solved by `solve(upstream, gain)` (all batch-major), with the per-step
-    gains `u * act'(.)` (1 at masked steps) computed up front. Returns
-    `(d pre-activations, d u per sample, d h0)`."""
-    per_step_u = u if len(u.shape) == 1 else u[:, None, :]
-    gain = slope_times(ops.broadcast_to(per_step_u, ops.shape(states)), states)
-    if held is not None:
-        gain = ops.where(held, gain, 1)
-    total = solve(upstream, gain)
-    d_pre = slope_times(total, states)
-    if held is not None:
-        d_pre = ops.where(held, d_pre, 0)
-    d_u = d_pre[:, 0] * h0 + ops.sum(d_pre[:, 1:] * states[:, :-1], axis=1)
-    return d_pre, d_u, gain[:, 0] * total[:, 0]
-
-
-def _affine_scan_totals(upstream, gain):
-    """`total_t = upstream_t + gain_{t+1} * total_{t+1}` as a reversed
-    associative scan: each step composes like `h -> e * h + d`."""
-    next_gain = ops.concatenate(
-        [gain[:, 1:], ops.zeros_like(gain[:, :1])], axis=1
-    )
-    _, total = associative_scan(
-        _compose_affine,
-        (
-            ops.flip(_time_major(next_gain), axis=0),
-            ops.flip(_time_major(upstream), axis=0),
-        ),
-    )
-    return _time_major(ops.flip(total, axis=0))
-
-
-def associative_scan(combine, elements):
-    """Inclusive scan of `combine` over axis 0 of a tuple of tensors.
-
-    `combine(earlier, later)` must be associative. This is the odd/even
-    recursion (work O(T), depth 2 log2 T): combine neighbouring pairs, scan
-    the half-length sequence of pairs, then fill in the even positions.
-    Written with `keras.ops` so the result keeps the inputs' dtype and
-    device; `keras.ops.associative_scan` does not on every engine.
-    """
-    length = elements[0].shape[0]
-    if length is None:
-        raise ValueError(
-            "The parallel recurrence needs a static number of timesteps; "
-            "got a sequence of unknown length. Use "
-            "implementation='sequential' for it."
+def _parallel_backward(
+    engine, activation, upstream, final_adjoint, states, u, h0, mask
+):
+    def solve(upstream, gain):
+        return _time_major(
+            parallel_scan.affine_adjoints(
+                _time_major(upstream), _time_major(gain)
+            )
         )
-    if length < 2:
-        return elements
-    pairs = length // 2
-    reduced = combine(
-        tuple(x[0 : 2 * pairs : 2] for x in elements),
-        tuple(x[1 : 2 * pairs : 2] for x in elements),
-    )
-    odd = associative_scan(combine, reduced)
-    # Position 2i (i >= 1) is the prefix up to 2i - 1, then element 2i.
-    even_tail = combine(
-        tuple(x[: (length - 1) // 2] for x in odd),
-        tuple(x[2::2] for x in elements),
-    )
-    result = []
-    for first, e_tail, o in zip(elements, even_tail, odd, strict=True):
-        even = ops.concatenate([first[:1], e_tail], axis=0)
-        woven = ops.stack([even[:pairs], o], axis=1)
-        woven = ops.reshape(woven, (2 * pairs,) + tuple(ops.shape(o)[1:]))
-        if length % 2:
-            woven = ops.concatenate([woven, even[pairs:]], axis=0)
-        result.append(woven)
-    return tuple(result)
 
-
-_FORWARD = {"sequential": _sequential_states, "parallel": _parallel_states}
-_BACKWARD = {
-    "sequential": _sequential_backward,
-    "parallel": _parallel_backward,
-}
+    return _backward_through_adjoints(
+        upstream, final_adjoint, states, u, h0, mask, _slope(activation), solve
+    )

@@ -53,8 +53,9 @@ def random_weights(rng, features, units, u_max=1.3):
 
 
 def set_weights(layer, input_shape, weights):
+    # The cell's: a stateful IndRNN also holds its state as a weight.
     layer.build(input_shape)
-    layer.set_weights([w.astype("float32") for w in weights])
+    layer.cell.set_weights([w.astype("float32") for w in weights])
 
 
 def random_mask(rng, batch, steps):
@@ -519,3 +520,29 @@ def test_auto_bound_uses_the_timesteps():
     layer(np.zeros((1, 64, 2), "float32"))
     assert layer.recurrent_constraint is None
     assert layer.cell.recurrent_kernel.constraint.max_abs == 2 ** (1 / 64)
+
+
+@pytest.mark.parametrize("implementation", ["sequential", "parallel"])
+@pytest.mark.parametrize("shape", [(2, 3), (3, 4), (2, 4, 1)])
+def test_initial_state_of_the_wrong_shape(implementation, shape):
+    layer = IndRNN(4, implementation=implementation)
+    x = np.zeros((2, 5, 3), "float32")
+    with pytest.raises(ValueError, match="`initial_state`.*\\(2, 4\\)"):
+        layer(x, initial_state=[np.zeros(shape, "float32")])
+
+
+@pytest.mark.parametrize("implementation", ["sequential", "parallel"])
+def test_an_error_inside_the_recurrence_is_raised_not_nan(implementation):
+    # The recurrence's own arguments, mismatched past the layer's checks.
+    from keras_indrnn import recurrence
+
+    z = np.ones((2, 5, 4), "float32")
+    with pytest.raises(Exception) as info:
+        recurrence.indrnn_recurrence(
+            z,
+            np.ones(4, "float32"),
+            np.ones((2, 3), "float32"),
+            keras.activations.relu,
+            implementation=implementation,
+        )
+    assert not isinstance(info.value, AssertionError)

@@ -9,6 +9,8 @@ from gradients import finite_differences
 from keras import activations
 from keras import ops
 
+from keras_indrnn import engines
+from keras_indrnn import parallel_scan
 from keras_indrnn import recurrence
 
 CLIP_ACTIVATIONS = ["relu", "linear", "relu6", "hard_sigmoid", "hard_tanh"]
@@ -149,8 +151,8 @@ def test_associative_scan_matches_a_running_composition(rng, steps):
     elements = tuple(
         ops.convert_to_tensor(a, dtype="float32") for a in (e, d, lo, hi)
     )
-    scanned = recurrence.associative_scan(
-        recurrence._compose_clip_affine, elements
+    scanned = parallel_scan.associative_scan(
+        parallel_scan.compose_clip_affine, elements
     )
     scanned = [keras.ops.convert_to_numpy(a).astype("float64") for a in scanned]
     # Apply every prefix map to a few starting points and compare with
@@ -202,7 +204,7 @@ def test_outputs_keep_the_input_dtype_and_device(rng, implementation, dtype):
 
 def test_auto_follows_the_documented_rule():
     choose = recurrence.choose_implementation
-    on_gpu = recurrence._on_accelerator()
+    on_gpu = engines.current().on_accelerator()
     assert choose("auto", activations.tanh, 100) == "sequential"
     assert choose("auto", activations.relu, None) == "sequential"
     assert choose("auto", activations.relu, 100) == (
@@ -213,8 +215,8 @@ def test_auto_follows_the_documented_rule():
 
 def test_parallel_needs_static_timesteps():
     with pytest.raises(ValueError, match="static number of timesteps"):
-        recurrence.associative_scan(
-            recurrence._compose_affine, (_UnknownLength(), _UnknownLength())
+        parallel_scan.associative_scan(
+            parallel_scan.compose_affine, (_UnknownLength(), _UnknownLength())
         )
 
 

@@ -1,0 +1,54 @@
+"""The engine boundary: the only code that knows which engine Keras runs on.
+
+Everything outside this package is written with `keras.ops`. Each engine
+module here (`jax`, `tensorflow`, `torch`, and `generic` for any other Keras
+backend) provides the same names:
+
+- `time_loop(step, initial, sequences, constants=(), reverse=False)`:
+  runs `carry, y_t = step(carry, *xs_t, *constants)` over axis 1 of
+  batch-major `(batch, time, ...)` sequences and returns
+  `(final_carry, ys)`, with the `ys` stacked along axis 1 in time order
+  (also when `reverse` is set). Each `y_t` has the shape and dtype of the
+  carry, or of its first tensor where the carry is a tuple. The step reads
+  no tensor but its arguments, so that an engine can compile the loop as a
+  closed function.
+  The loop is not differentiated through: callers supply the gradient.
+- `portable_time_loop(...)`: the same, built only from operations that
+  every export format of the engine can carry (used while `exporting()`).
+- `exporting()`: whether the current call is being traced into an export
+  artifact (ONNX, TFLite, ...), where the fast loops cannot go.
+- `on_accelerator()`: whether Keras computes on a GPU or TPU.
+- `custom_gradient(fn)`: like `keras.ops.custom_gradient`, with `fn(*args)`
+  returning `(outputs, grad)`, `outputs` a tuple of tensors, and
+  `grad(upstreams)` taking the tuple of their gradients (zeros for an
+  unused output) and returning one gradient per argument. Errors raised
+  inside `fn` propagate.
+- `fused_forward`: `None`, or a kernel
+  `fused_forward(z, u, h0, mask, kind, form) -> states` running the whole
+  forward recurrence, with `mask` `None` or boolean `(batch, time, 1)`,
+  `kind` one of `"clip"`, `"tanh"`, `"sigmoid"`, and for `"clip"` the
+  activation `clip(a * x + c, lo, hi)` given as `form = (a, c, lo, hi)`.
+- `fused_backward`: `None`, or a kernel
+  `fused_backward(upstream, final_adjoint, states, u, h0, mask, kind, form)`
+  returning
+  `(dL/dpre per step, dL/du per sample, dL/dh0)` (see
+  `keras_indrnn.recurrence` for the equations).
+- `float64_dtype_note()`: `None` where float64 computes in float64, or the
+  sentence that tells the user what to set.
+
+An engine without a fused kernel sets it to `None`, and the generic
+`keras.ops` code in `keras_indrnn.recurrence` runs instead.
+"""
+
+import importlib
+
+import keras
+
+_KNOWN = ("jax", "tensorflow", "torch")
+
+
+def current():
+    """The engine module of the backend Keras runs on."""
+    backend = keras.backend.backend()
+    name = backend if backend in _KNOWN else "generic"
+    return importlib.import_module(f"keras_indrnn.engines.{name}")

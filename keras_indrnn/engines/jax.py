@@ -1,0 +1,62 @@
+"""JAX: XLA loops with the sequences carried in the loop state."""
+
+import jax
+from jax import lax
+
+fused_forward = None
+fused_backward = None
+
+
+def custom_gradient(fn):
+    def with_jax_signature(*args):
+        outputs, grad = fn(*args)
+        return outputs, lambda upstreams: grad(tuple(upstreams))
+
+    return jax.custom_gradient(with_jax_signature)
+
+
+def time_loop(step, initial, sequences, constants=(), reverse=False):
+    """An XLA `fori_loop` that reads and writes one time slice of the
+    batch-major tensors in place. The sequences and constants travel in
+    the loop state rather than being closed over, so that tracers that
+    convert a loop body on its own (jax2onnx) see them as loop inputs."""
+    length = sequences[0].shape[1]
+    like = jax.tree_util.tree_leaves(initial)[0]
+    buffer = jax.numpy.zeros(
+        (like.shape[0], length, *like.shape[1:]), like.dtype
+    )
+
+    def body(i, state):
+        carry, ys, sequences, constants = state
+        t = length - 1 - i if reverse else i
+        xs = (lax.dynamic_index_in_dim(x, t, 1, False) for x in sequences)
+        carry, y_t = step(carry, *xs, *constants)
+        ys = lax.dynamic_update_index_in_dim(ys, y_t, t, 1)
+        return carry, ys, sequences, constants
+
+    carry, ys, _, _ = lax.fori_loop(
+        0, length, body, (initial, buffer, tuple(sequences), tuple(constants))
+    )
+    return carry, ys
+
+
+portable_time_loop = time_loop
+
+
+def exporting():
+    return False
+
+
+def on_accelerator():
+    return jax.default_backend() != "cpu"
+
+
+def float64_dtype_note():
+    if jax.config.jax_enable_x64:
+        return None
+    return (
+        "JAX computes float64 as float32 unless its 64-bit mode is on: set "
+        "the environment variable JAX_ENABLE_X64=1, or call "
+        "jax.config.update('jax_enable_x64', True) before creating any "
+        "array."
+    )
