@@ -14,10 +14,10 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-from common import IDX_FILES
-from common import positive_int
-from common import seed_int
-from common import write_idx
+from mnist_data import IDX_FILES
+from mnist_data import write_idx
+from runs import positive_int
+from runs import seed_int
 
 DIGITS = 5_000
 

@@ -15,8 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
-from common import plot_runs
-from common import read_metrics
+from plotting import plot_runs
+from plotting import read_metrics
 
 
 def run_label(directory):

@@ -3,8 +3,25 @@
 from keras_indrnn.cell import IndRNNCell
 from keras_indrnn.constraints import RecurrentClip
 from keras_indrnn.initializers import RecurrentUniform
+from keras_indrnn.inspection import memory_lengths
+from keras_indrnn.inspection import unit_memories
 from keras_indrnn.layer import IndRNN
+from keras_indrnn.networks import dense_indrnn
+from keras_indrnn.networks import plain_indrnn
+from keras_indrnn.networks import residual_indrnn
+from keras_indrnn.normalization import FramewiseBatchNormalization
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["IndRNN", "IndRNNCell", "RecurrentClip", "RecurrentUniform"]
+__all__ = [
+    "FramewiseBatchNormalization",
+    "IndRNN",
+    "IndRNNCell",
+    "RecurrentClip",
+    "RecurrentUniform",
+    "dense_indrnn",
+    "memory_lengths",
+    "plain_indrnn",
+    "residual_indrnn",
+    "unit_memories",
+]

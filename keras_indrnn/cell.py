@@ -62,6 +62,12 @@ class IndRNNCell(keras.layers.Layer, DropoutRNNCell):
         activation: Activation function to use. Default: `"relu"`, as in the
             papers. If you pass `None`, no activation is applied.
         use_bias: Boolean (default `True`), whether the cell uses a bias.
+        use_kernel: Boolean (default `True`), whether the cell projects its
+            inputs with a `kernel`. Without one, the inputs must have `units`
+            features and enter the recurrence as they are,
+            `h_t = activation(x_t + recurrent_kernel * h_{t-1} + bias)`: the
+            papers' recurrence after a separate projection and
+            normalization.
         kernel_initializer: Initializer for the `kernel` weights matrix, used
             for the linear transformation of the inputs. Default:
             `"glorot_uniform"`.
@@ -112,6 +118,7 @@ class IndRNNCell(keras.layers.Layer, DropoutRNNCell):
         units,
         activation="relu",
         use_bias=True,
+        use_kernel=True,
         kernel_initializer="glorot_uniform",
         recurrent_initializer=None,
         bias_initializer="zeros",
@@ -148,6 +155,7 @@ class IndRNNCell(keras.layers.Layer, DropoutRNNCell):
         self.units = units
         self.activation = activations.get(activation)
         self.use_bias = use_bias
+        self.use_kernel = use_kernel
 
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = (
@@ -193,13 +201,22 @@ class IndRNNCell(keras.layers.Layer, DropoutRNNCell):
         if bound is not None:
             recurrent_constraint = RecurrentClip(bound)
 
-        self.kernel = self.add_weight(
-            shape=(input_shape[-1], self.units),
-            name="kernel",
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
+        if self.use_kernel:
+            self.kernel = self.add_weight(
+                shape=(input_shape[-1], self.units),
+                name="kernel",
+                initializer=self.kernel_initializer,
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+            )
+        else:
+            if input_shape[-1] not in (None, self.units):
+                raise ValueError(
+                    "With `use_kernel=False` the inputs enter the recurrence "
+                    f"unprojected, so they need `units`={self.units} "
+                    f"features; got input shape {tuple(input_shape)}."
+                )
+            self.kernel = None
         # Kept in the variable dtype under mixed precision: in float16 a
         # bound like 2 ** (1 / 5000) rounds to 1.
         self.recurrent_kernel = self.add_weight(
@@ -221,9 +238,16 @@ class IndRNNCell(keras.layers.Layer, DropoutRNNCell):
         else:
             self.bias = None
 
+    @property
+    def input_features(self):
+        """The number of input features the cell was built for."""
+        return self.units if self.kernel is None else self.kernel.shape[0]
+
     def project_inputs(self, sequence):
         """`sequence @ kernel + bias`, over any leading axes."""
-        projected = ops.matmul(sequence, self.kernel)
+        projected = sequence
+        if self.kernel is not None:
+            projected = ops.matmul(sequence, self.kernel)
         if self.bias is not None:
             projected = ops.add(projected, self.bias)
         return projected
@@ -256,6 +280,7 @@ class IndRNNCell(keras.layers.Layer, DropoutRNNCell):
             "units": self.units,
             "activation": activations.serialize(self.activation),
             "use_bias": self.use_bias,
+            "use_kernel": self.use_kernel,
             "kernel_initializer": initializers.serialize(
                 self.kernel_initializer
             ),

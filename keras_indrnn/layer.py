@@ -37,6 +37,12 @@ class IndRNN(keras.layers.RNN):
         activation: Activation function to use. Default: `"relu"`. If you
             pass `None`, no activation is applied.
         use_bias: Boolean (default `True`), whether the layer uses a bias.
+        use_kernel: Boolean (default `True`), whether the layer projects its
+            inputs with a `kernel`. Without one, the inputs must have `units`
+            features and enter the recurrence as they are,
+            `h_t = activation(x_t + recurrent_kernel * h_{t-1} + bias)`: the
+            papers' recurrence after a separate projection and batch
+            normalization (`keras_indrnn.networks`).
         kernel_initializer: Initializer for the `kernel` weights matrix.
             Default: `"glorot_uniform"`.
         recurrent_initializer: Initializer for the `recurrent_kernel` vector.
@@ -119,6 +125,7 @@ class IndRNN(keras.layers.RNN):
         units,
         activation="relu",
         use_bias=True,
+        use_kernel=True,
         kernel_initializer="glorot_uniform",
         recurrent_initializer=None,
         bias_initializer="zeros",
@@ -145,6 +152,7 @@ class IndRNN(keras.layers.RNN):
             units,
             activation=activation,
             use_bias=use_bias,
+            use_kernel=use_kernel,
             kernel_initializer=kernel_initializer,
             recurrent_initializer=recurrent_initializer,
             bias_initializer=bias_initializer,
@@ -231,7 +239,7 @@ class IndRNN(keras.layers.RNN):
                 f"(batch, timesteps, features); got shape {tuple(shape)}."
             )
         if self.cell.built:
-            expected = self.cell.kernel.shape[0]
+            expected = self.cell.input_features
             if shape[-1] is not None and shape[-1] != expected:
                 raise ValueError(
                     f"IndRNN was built for {expected} input features, but "
@@ -300,6 +308,10 @@ class IndRNN(keras.layers.RNN):
     @property
     def use_bias(self):
         return self.cell.use_bias
+
+    @property
+    def use_kernel(self):
+        return self.cell.use_kernel
 
     @property
     def kernel_initializer(self):

@@ -546,3 +546,80 @@ def test_an_error_inside_the_recurrence_is_raised_not_nan(implementation):
             implementation=implementation,
         )
     assert not isinstance(info.value, AssertionError)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_recurrence_without_input_projection(
+    rng, path, with_mask, go_backwards
+):
+    if path == "cell" and with_mask and keras.backend.backend() == "jax":
+        pytest.skip("Keras's JAX `backend.rnn` differs at masked steps")
+    batch, steps, units = 3, 9, 5
+    x = f32(rng.normal(size=(batch, steps, units)))
+    _, recurrent, bias = random_weights(rng, units, units)
+    mask = random_mask(rng, batch, steps) if with_mask else None
+    if path == "cell":
+        layer = keras.layers.RNN(
+            IndRNNCell(units, use_kernel=False),
+            return_sequences=True,
+            go_backwards=go_backwards,
+        )
+    else:
+        layer = IndRNN(
+            units,
+            use_kernel=False,
+            return_sequences=True,
+            go_backwards=go_backwards,
+            implementation=path,
+        )
+    set_weights(layer, x.shape, [recurrent, bias])
+    kwargs = {} if mask is None else {"mask": mask}
+    output = layer(x.astype("float32"), **kwargs)
+    expected, _, _ = reference.indrnn(
+        x,
+        np.eye(units),
+        recurrent,
+        bias,
+        mask=mask,
+        go_backwards=go_backwards,
+    )
+    assert reference.relative_error(output, expected) < 1e-5
+    assert [w.name for w in layer.cell.weights] == ["recurrent_kernel", "bias"]
+
+
+def test_recurrence_without_projection_needs_units_features():
+    with pytest.raises(ValueError, match="`use_kernel=False`.*`units`=4"):
+        IndRNN(4, use_kernel=False)(np.zeros((2, 5, 3), "float32"))
+
+
+@pytest.mark.parametrize("implementation", ["sequential", "parallel"])
+def test_recurrence_without_projection_gradients(rng, implementation):
+    batch, steps, units = 2, 8, 3
+    x = f32(rng.normal(size=(batch, steps, units)))
+    _, recurrent, _ = random_weights(rng, units, units, u_max=1.2)
+    probe = f32(rng.normal(size=(batch, steps, units)))
+
+    def reference_loss(x, recurrent):
+        outputs, _, _ = reference.indrnn(x, np.eye(units), recurrent)
+        return np.sum(outputs * probe)
+
+    expected = finite_differences(reference_loss, [x, recurrent])
+    layer = IndRNN(
+        units,
+        use_kernel=False,
+        use_bias=False,
+        return_sequences=True,
+        implementation=implementation,
+    )
+    set_weights(layer, x.shape, [recurrent])
+    x_var = keras.Variable(x.astype("float32"))
+    probe32 = ops.convert_to_tensor(probe.astype("float32"))
+
+    def loss():
+        return ops.sum(layer(x_var) * probe32)
+
+    _, grads = gradients(loss, [x_var, layer.cell.recurrent_kernel])
+    for grad, want in zip(grads, expected, strict=True):
+        assert reference.relative_error(grad, want) < 1e-5

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import read_metrics
+from plotting import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,8 @@
 """examples/sequential_mnist.py: it runs on real MNIST read from IDX files,
 resumes, and rejects bad flags."""
 
-import common
+import keras
+import mnist_data
 import numpy as np
 import pytest
 import sequential_mnist
@@ -9,29 +10,27 @@ from example_runs import assert_run_files
 from example_runs import assert_usage_error
 from example_runs import run_script
 
-SMALL = ["--layers", "2", "--units", "16", "--quiet"]
+SMALL = ["--units", "8", "--quiet"]
 
 
 def test_idx_files_round_trip(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (3, 28, 28))
-    common.write_idx(tmp_path / "images.gz", images)
+    mnist_data.write_idx(tmp_path / "images.gz", images)
     np.testing.assert_array_equal(
-        common.read_idx(tmp_path / "images.gz"), images
+        mnist_data.read_idx(tmp_path / "images.gz"), images
     )
 
 
 def test_pixel_orders():
     images = np.arange(2 * 784).reshape(2, 28, 28) % 256
-    plain = sequential_mnist.pixel_order(False)
+    plain = mnist_data.pixel_order(False)
     np.testing.assert_array_equal(plain, np.arange(784))
-    permuted = sequential_mnist.pixel_order(True)
+    permuted = mnist_data.pixel_order(True)
     # One fixed permutation, the same in every run.
-    np.testing.assert_array_equal(permuted, sequential_mnist.pixel_order(True))
+    np.testing.assert_array_equal(permuted, mnist_data.pixel_order(True))
     assert sorted(permuted) == list(range(784))
     assert (permuted != plain).mean() > 0.9
-    sequences = sequential_mnist.pixel_sequences(
-        images.astype("uint8"), permuted
-    )
+    sequences = mnist_data.pixel_sequences(images.astype("uint8"), permuted)
     assert sequences.shape == (2, 784, 1)
     np.testing.assert_allclose(
         sequences[1, :, 0], images[1].reshape(-1)[permuted] / 255, rtol=1e-6
@@ -43,7 +42,7 @@ def test_trains_and_resumes_on_real_digits(mnist_idx_dir, tmp_path):
     flags = ["--data-dir", str(mnist_idx_dir), "--output", str(tmp_path)]
     summary = sequential_mnist.main([*flags, *SMALL, "--epochs", "1"])
     metrics = assert_run_files(tmp_path, summary)
-    assert summary["task"] == "sequential MNIST"
+    assert summary["task"] == "sequential MNIST, plain IndRNN"
     assert (summary["train_images"], summary["validation_images"]) == (190, 10)
     assert summary["test_images"] == 100
     assert 0 <= summary["test_accuracy"] <= 1
@@ -74,9 +73,9 @@ def test_bad_data_dir_is_a_usage_error(tmp_path):
 
 
 def test_corrupt_idx_file_is_a_usage_error(mnist_idx_dir, tmp_path, capsys):
-    for name in common.IDX_FILES.values():
+    for name in mnist_data.IDX_FILES.values():
         (tmp_path / name).write_bytes((mnist_idx_dir / name).read_bytes())
-    (tmp_path / common.IDX_FILES["test_labels"]).write_bytes(b"not gzip")
+    (tmp_path / mnist_data.IDX_FILES["test_labels"]).write_bytes(b"not gzip")
     with pytest.raises(SystemExit) as excinfo:
         sequential_mnist.main(
             ["--data-dir", str(tmp_path), "--output", str(tmp_path / "run")]
@@ -89,7 +88,8 @@ def test_corrupt_idx_file_is_a_usage_error(mnist_idx_dir, tmp_path, capsys):
     "flags, message",
     [
         (["--epochs", "-1"], "argument --epochs: expected a positive integer"),
-        (["--layers", "0"], "argument --layers"),
+        (["--units", "0"], "argument --units"),
+        (["--model", "wide"], "argument --model: invalid choice"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
@@ -98,3 +98,34 @@ def test_bad_flags_are_usage_errors(tmp_path, capsys, flags, message):
         sequential_mnist.main([*flags, "--output", str(tmp_path / "run")])
     assert excinfo.value.code == 2
     assert_usage_error(capsys.readouterr().err, message)
+
+
+@pytest.mark.parametrize("model", ["residual", "dense"])
+def test_deep_models_train_on_permuted_digits(mnist_idx_dir, tmp_path, model):
+    flags = ["--data-dir", str(mnist_idx_dir), "--output", str(tmp_path)]
+    summary = sequential_mnist.main(
+        [*flags, *SMALL, "--model", model, "--permuted", "--epochs", "1"]
+    )
+    assert_run_files(tmp_path, summary)
+    assert summary["task"] == f"permuted MNIST, {model} IndRNN"
+    assert 0 <= summary["test_accuracy"] <= 1
+
+
+def test_default_data_without_a_connection(tmp_path, capsys, monkeypatch):
+    # The default path needs no TensorFlow: in the torch and jax
+    # environments this runs without it. Offline, the error says what failed.
+    def offline(*args, **kwargs):
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr("keras.src.datasets.mnist.get_file", offline)
+    with pytest.raises(SystemExit) as excinfo:
+        sequential_mnist.main(["--output", str(tmp_path / "run")])
+    assert excinfo.value.code == 2
+    assert_usage_error(
+        capsys.readouterr().err,
+        "could not download MNIST through keras.datasets.mnist",
+        "no route to host",
+        "--data-dir",
+    )
+    assert not (tmp_path / "run").exists()

@@ -1,5 +1,5 @@
-"""What the example scripts share: flags, device report, the IndRNN stack
-of the papers, MNIST files, and the bookkeeping of a resumable run.
+"""Run bookkeeping shared by the example scripts: flags, the device
+report, and the output directory of a resumable training run.
 
 A run lives in one output directory:
 
@@ -14,18 +14,14 @@ A run lives in one output directory:
 """
 
 import argparse
-import csv
-import gzip
 import json
 import os
 import time
 from pathlib import Path
 
 import keras
-import numpy as np
-
-from keras_indrnn import IndRNN
-from keras_indrnn import RecurrentUniform
+from plotting import plot_runs
+from plotting import read_metrics
 
 # -- flags ------------------------------------------------------------------
 
@@ -58,7 +54,7 @@ def _parse(kind, text, expected, valid):
     return value
 
 
-def add_run_flags(parser, batch_size, lr):
+def add_run_flags(parser, batch_size, lr, lr_help=None):
     """The flags every script has, with the script's paper defaults."""
     parser.add_argument(
         "--batch-size",
@@ -70,7 +66,8 @@ def add_run_flags(parser, batch_size, lr):
         "--lr",
         type=positive_float,
         default=lr,
-        help=f"Adam's initial learning rate (default: {lr:g})",
+        help=f"Adam's initial learning rate (default: {lr:g}"
+        + (f"; {lr_help})" if lr_help else ")"),
     )
     parser.add_argument(
         "--seed",
@@ -96,7 +93,7 @@ def flags_dict(flags):
     }
 
 
-# -- engine and device --------------------------------------------------------
+# -- engine and device ----------------------------------------------------
 
 
 def describe_device():
@@ -139,157 +136,7 @@ def print_engine():
     return backend, device
 
 
-# -- the model ----------------------------------------------------------------
-
-
-def indrnn_stack(
-    timesteps,
-    layers,
-    units,
-    batch_norm=False,
-    dropout=0.0,
-    return_sequences=True,
-    **indrnn_kwargs,
-):
-    """The papers' stack of ReLU IndRNN layers for `timesteps` steps.
-
-    Every `|u|` is bounded by `2 ** (1 / timesteps)`, so a unit can neither
-    blow up nor forget faster than by a factor of 2 over the sequence. The
-    first layers start with `u ~ U(0, bound)`, the last with
-    `u ~ U(1 / bound, bound)` so that every unit of the output layer starts
-    with a long memory. With `batch_norm`, each layer is followed by batch
-    normalization, over batch and time on sequences (the default of
-    `BatchNormalization` on a `(batch, time, units)` tensor); with `dropout`,
-    by dropout whose mask is shared over time. All but the last layer return
-    sequences; the last does if `return_sequences`.
-    """
-    bound = 2.0 ** (1.0 / timesteps)
-    stack = []
-    for index in range(layers):
-        last = index == layers - 1
-        sequences = return_sequences or not last
-        stack.append(
-            IndRNN(
-                units,
-                recurrent_max_abs=bound,
-                recurrent_initializer=RecurrentUniform(
-                    bound, minval=1.0 / bound if last else 0.0
-                ),
-                return_sequences=sequences,
-                **indrnn_kwargs,
-            )
-        )
-        if batch_norm:
-            stack.append(keras.layers.BatchNormalization())
-        if dropout:
-            stack.append(
-                keras.layers.Dropout(
-                    dropout, noise_shape=(None, 1, units) if sequences else None
-                )
-            )
-    return stack
-
-
-def last_step(timesteps):
-    """Layers that keep only the last step of a `(batch, time, units)`
-    tensor, in built-in layers so the saved model needs no custom code."""
-    return [
-        keras.layers.Cropping1D((timesteps - 1, 0)),
-        keras.layers.Flatten(),
-    ]
-
-
-# -- MNIST as IDX files -------------------------------------------------------
-
-IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
-
-# IDX magic numbers: two zero bytes, the type (0x08 = uint8), the rank.
-_IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}
-
-
-def missing_idx_files(directory):
-    return [
-        name
-        for name in IDX_FILES.values()
-        if not (Path(directory) / name).is_file()
-    ]
-
-
-def read_idx(path):
-    """The uint8 array in a gzipped IDX file; `ValueError` if it is not one."""
-    try:
-        with gzip.open(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as error:  # not gzip, or cut short
-        raise ValueError(f"{path}: {error}") from error
-    if len(data) < 4:
-        raise ValueError(f"{path} is not an IDX file: too short")
-    magic = int.from_bytes(data[:4], "big")
-    rank = data[3]
-    if magic != _IDX_MAGIC.get(rank):
-        raise ValueError(f"{path} is not a uint8 IDX file (magic {magic:#x})")
-    header = 4 + 4 * rank
-    shape = tuple(
-        int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank)
-    )
-    if len(data) != header + int(np.prod(shape)):
-        raise ValueError(f"{path}: size does not match its shape {shape}")
-    return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
-
-
-def write_idx(path, array):
-    array = np.ascontiguousarray(array, np.uint8)
-    header = _IDX_MAGIC[array.ndim].to_bytes(4, "big") + b"".join(
-        n.to_bytes(4, "big") for n in array.shape
-    )
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.tobytes())
-
-
-def load_mnist_idx(directory):
-    """`((x_train, y_train), (x_test, y_test))` from the four IDX files:
-    images `(n, 28, 28)` and labels `(n,)`, uint8."""
-    arrays = {
-        key: read_idx(Path(directory) / name) for key, name in IDX_FILES.items()
-    }
-    for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if images.ndim != 3 or len(images) != len(labels):
-            raise ValueError(
-                f"{split} images {images.shape} and labels {labels.shape} "
-                "do not match"
-            )
-    return (
-        (arrays["train_images"], arrays["train_labels"]),
-        (arrays["test_images"], arrays["test_labels"]),
-    )
-
-
-def load_mnist_tfds():
-    """MNIST from tensorflow-datasets (downloads it on first use)."""
-    # Imported here: only this path needs TensorFlow and tfds.
-    import tensorflow_datasets as tfds
-
-    train, test = tfds.as_numpy(
-        tfds.load(
-            "mnist",
-            split=["train", "test"],
-            batch_size=-1,
-            as_supervised=True,
-        )
-    )
-    return (
-        (train[0][..., 0], train[1].astype(np.uint8)),
-        (test[0][..., 0], test[1].astype(np.uint8)),
-    )
-
-
-# -- the run ------------------------------------------------------------------
+# -- the run ----------------------------------------------------------------
 
 
 class Run:
@@ -330,6 +177,7 @@ class Run:
                     )
                     + "); pass those or use another --output"
                 )
+            print(f"Resuming {self.dir} after epoch {self.first_epoch}")
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(fixed, indent=2) + "\n")
@@ -431,54 +279,3 @@ class _StepLog(keras.callbacks.Callback):
         )
         logs["learning_rate"] = self._learning_rate
         logs["seconds"] = time.time() - self._start
-
-
-def read_metrics(path):
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {}
-    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
-
-
-def plot_runs(runs, panels, x_key, path, baseline=None, title=None):
-    """Plots the learning curves of several runs into one PNG.
-
-    Args:
-        runs: List of `(label, metrics)`, metrics as from `read_metrics`.
-        panels: List of lists of metrics.csv columns, one panel per list.
-        x_key: The column for the x axis, e.g. `"step"` or `"epoch"`.
-        path: The PNG file to write.
-        baseline: Optional `(value, label)`, a dashed horizontal line.
-        title: Optional figure title.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")  # Files only: no display needed.
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False
-    )
-    for ax, keys in zip(axes[0], panels, strict=True):
-        for label, metrics in runs:
-            # metrics.csv counts epochs from 0; plot the epochs finished.
-            x = metrics[x_key] + 1 if x_key == "epoch" else metrics[x_key]
-            for key in keys:
-                if key in metrics:
-                    name = label if len(keys) == 1 else f"{label}: {key}"
-                    ax.plot(x, metrics[key], label=name)
-        if baseline is not None:
-            value, text = baseline
-            ax.axhline(value, color="gray", linestyle="--", label=text)
-        if any("loss" in key for key in keys):
-            ax.set_yscale("log")
-        ax.set_xlabel(x_key)
-        ax.set_ylabel(", ".join(keys))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
