@@ -55,6 +55,7 @@ def plain_indrnn(
     normalization="batch",
     recurrent_max_abs="auto",
     return_sequences=False,
+    stateful=False,
     momentum=0.9,
     epsilon=1e-5,
     kernel_initializer=None,
@@ -70,8 +71,8 @@ def plain_indrnn(
         units: Positive integer, the units of each layer.
         dropout: Rate in `[0, 1)` of the dropout after each layer, with one
             mask per sequence.
-        bn, normalization, recurrent_max_abs, return_sequences, momentum,
-        epsilon, kernel_initializer: See `Options` below.
+        bn, normalization, recurrent_max_abs, return_sequences, stateful,
+        momentum, epsilon, kernel_initializer: See `Options` below.
 
     Returns:
         The last step `(batch, units)`, or with `return_sequences` the whole
@@ -85,6 +86,7 @@ def plain_indrnn(
         normalization,
         recurrent_max_abs,
         return_sequences,
+        stateful,
         momentum,
         epsilon,
         kernel_initializer,
@@ -108,6 +110,7 @@ def residual_indrnn(
     normalization="batch",
     recurrent_max_abs="auto",
     return_sequences=False,
+    stateful=False,
     momentum=0.9,
     epsilon=1e-5,
     kernel_initializer=None,
@@ -128,8 +131,8 @@ def residual_indrnn(
         dropout: Rate of the dropout after each recurrence in the blocks.
         last_dropout: Rate of the dropout after the last recurrence
             (default: `dropout`).
-        bn, normalization, recurrent_max_abs, return_sequences, momentum,
-        epsilon, kernel_initializer: See `Options` below.
+        bn, normalization, recurrent_max_abs, return_sequences, stateful,
+        momentum, epsilon, kernel_initializer: See `Options` below.
     """
     _check_count(blocks, "blocks")
     _check_count(units, "units")
@@ -141,6 +144,7 @@ def residual_indrnn(
         normalization,
         recurrent_max_abs,
         return_sequences,
+        stateful,
         momentum,
         epsilon,
         kernel_initializer,
@@ -173,6 +177,7 @@ def dense_indrnn(
     normalization="batch",
     recurrent_max_abs="auto",
     return_sequences=False,
+    stateful=False,
     momentum=0.9,
     epsilon=1e-5,
     kernel_initializer=None,
@@ -199,8 +204,8 @@ def dense_indrnn(
         dropout, first_dropout, bottleneck_dropout, transition_dropout:
             Rates of the dropout after the growth layers, the first layer,
             the bottleneck layers and the transitions.
-        bn, normalization, recurrent_max_abs, return_sequences, momentum,
-        epsilon, kernel_initializer: See `Options` below.
+        bn, normalization, recurrent_max_abs, return_sequences, stateful,
+        momentum, epsilon, kernel_initializer: See `Options` below.
     """
     if isinstance(blocks, numbers.Integral) or not blocks:
         raise ValueError(
@@ -226,6 +231,7 @@ def dense_indrnn(
         normalization,
         recurrent_max_abs,
         return_sequences,
+        stateful,
         momentum,
         epsilon,
         kernel_initializer,
@@ -269,6 +275,9 @@ class Options:
             default only the last, and then (for a bound above 1) the last
             IndRNN layer starts with long memories, `u` drawn from
             `U(1 / bound, bound)` instead of `U(0, bound)`.
+        stateful: Whether every IndRNN layer carries its state from one
+            batch to the next (truncated backpropagation through time, as
+            the papers' language models); needs a static batch size.
         momentum, epsilon: Of the batch norms. Defaults 0.9 and 1e-5 are
             PyTorch's, which the authors use.
         kernel_initializer: Of every projection; default the authors'
@@ -279,6 +288,7 @@ class Options:
     normalization: str
     bound: float
     return_sequences: bool
+    stateful: bool
     momentum: float
     epsilon: float
     kernel_initializer: object
@@ -291,6 +301,7 @@ class Options:
         normalization,
         recurrent_max_abs,
         return_sequences,
+        stateful,
         momentum,
         epsilon,
         kernel_initializer,
@@ -328,6 +339,7 @@ class Options:
             normalization,
             bound,
             bool(return_sequences),
+            bool(stateful),
             momentum,
             epsilon,
             kernel_initializer,
@@ -358,6 +370,7 @@ class Options:
                 recurrent_max_abs=self.bound,
                 recurrent_initializer=recurrent_initializer,
                 return_sequences=True,
+                stateful=self.stateful,
             )(x)
         # The projection's bias is the recurrence's: IndRNN fuses the two.
         x = IndRNN(
@@ -368,6 +381,7 @@ class Options:
             recurrent_max_abs=self.bound,
             recurrent_initializer=recurrent_initializer,
             return_sequences=True,
+            stateful=self.stateful,
         )(x)
         return self.norm(x)
 
