@@ -1,5 +1,6 @@
 """Independently Recurrent Neural Networks (IndRNN) for Keras 3."""
 
+from keras_indrnn import engines
 from keras_indrnn.cell import IndRNNCell
 from keras_indrnn.constraints import RecurrentClip
 from keras_indrnn.initializers import RecurrentUniform
@@ -10,10 +11,12 @@ from keras_indrnn.networks import dense_indrnn
 from keras_indrnn.networks import plain_indrnn
 from keras_indrnn.networks import residual_indrnn
 from keras_indrnn.normalization import FramewiseBatchNormalization
+from keras_indrnn.version import __version__
 
-__version__ = "0.2.0"
+engines.watch_model_export()
 
 __all__ = [
+    "__version__",
     "FramewiseBatchNormalization",
     "IndRNN",
     "IndRNNCell",

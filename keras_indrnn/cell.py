@@ -16,6 +16,8 @@ from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 from keras_indrnn.constraints import RecurrentClip
 from keras_indrnn.constraints import check_max_abs
 from keras_indrnn.initializers import RecurrentUniform
+from keras_indrnn.version import from_versioned_config
+from keras_indrnn.version import versioned
 
 
 def check_units(units):
@@ -307,7 +309,11 @@ class IndRNNCell(keras.layers.Layer, DropoutRNNCell):
         }
 
     def get_config(self):
-        return {**super().get_config(), **self.hyperparameters()}
+        return versioned({**super().get_config(), **self.hyperparameters()})
+
+    @classmethod
+    def from_config(cls, config):
+        return from_versioned_config(cls, config)
 
 
 def _serialize_optional(initializer):

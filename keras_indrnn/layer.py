@@ -13,6 +13,8 @@ from keras_indrnn.recurrence import check_implementation
 from keras_indrnn.recurrence import choose_implementation
 from keras_indrnn.recurrence import has_fast_path
 from keras_indrnn.recurrence import indrnn_recurrence
+from keras_indrnn.version import from_versioned_config
+from keras_indrnn.version import versioned
 
 
 @keras.saving.register_keras_serializable(package="keras_indrnn")
@@ -375,11 +377,11 @@ class IndRNN(keras.layers.RNN):
         }
         base_config = super().get_config()
         del base_config["cell"]
-        return {**base_config, **config}
+        return versioned({**base_config, **config})
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return from_versioned_config(cls, config)
 
 
 _WARNED = set()

@@ -183,15 +183,15 @@ def indrnn_recurrence(
     if mask is not None:
         # As a float tensor, so that it can be an argument of a function
         # with a custom gradient on every engine.
-        operands["mask"] = ops.cast(mask[:, :, None], dtype)
+        operands["mask"] = ops.cast(ops.expand_dims(mask, -1), dtype)
     if go_backwards:
         for name in ("sequences", "mask"):
             if name in operands:
                 operands[name] = ops.flip(operands[name], axis=1)
 
     if exporting:
-        states, final = _looped_states(
-            engine.portable_time_loop, activation, **_with_bool_mask(operands)
+        states, final = _portable_states(
+            engine, activation, **_with_bool_mask(operands)
         )
     else:
         names = tuple(operands)
@@ -368,6 +368,31 @@ def _sequential_states(
         kernel,
         bias,
         mask,
+    )
+
+
+def _portable_states(
+    engine, activation, sequences, recurrent_kernel, initial_state, mask=None
+):
+    """`(states, final_state)` for an exporter."""
+    states = None
+    if _slope(activation) is not None:
+        states = engine.portable_forward(
+            sequences,
+            recurrent_kernel,
+            initial_state,
+            mask,
+            *_kind(activation),
+        )
+    if states is not None:
+        return states, states[:, -1]
+    return _looped_states(
+        engine.portable_time_loop,
+        activation,
+        sequences,
+        recurrent_kernel,
+        initial_state,
+        mask=mask,
     )
 
 

@@ -1,3 +1,6 @@
+import json
+import zipfile
+
 import keras
 import numpy as np
 import pytest
@@ -6,6 +9,7 @@ from gradients import finite_differences
 from gradients import gradients
 from keras import ops
 
+import keras_indrnn
 from keras_indrnn import IndRNN
 from keras_indrnn import IndRNNCell
 
@@ -623,3 +627,32 @@ def test_recurrence_without_projection_gradients(rng, implementation):
     _, grads = gradients(loss, [x_var, layer.cell.recurrent_kernel])
     for grad, want in zip(grads, expected, strict=True):
         assert reference.relative_error(grad, want) < 1e-5
+
+
+def test_a_config_from_an_incompatible_version(rng, tmp_path):
+    layer = IndRNN(3)
+    config = layer.get_config()
+    assert config["keras_indrnn_version"] == keras_indrnn.__version__
+    config.update(keras_indrnn_version="9.0.0", tide="high")
+    with pytest.raises(ValueError, match="saved by keras_indrnn 9.0.0.*tide"):
+        IndRNN.from_config(config)
+    # A .keras file with such a layer fails to load with the same message.
+    inputs = keras.Input((4, 2))
+    model = keras.Model(inputs, IndRNN(3)(inputs))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    saved = json.loads(files["config.json"])
+    (layer_config,) = [
+        entry["config"]
+        for entry in saved["config"]["layers"]
+        if entry["class_name"] == "IndRNN"
+    ]
+    layer_config.update(keras_indrnn_version="9.0.0", tide="high")
+    files["config.json"] = json.dumps(saved).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    with pytest.raises(ValueError, match="saved by keras_indrnn 9.0.0"):
+        keras.models.load_model(path)

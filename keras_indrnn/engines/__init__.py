@@ -15,8 +15,13 @@ backend) provides the same names:
   The loop is not differentiated through: callers supply the gradient.
 - `portable_time_loop(...)`: the same, built only from operations that
   every export format of the engine can carry (used while `exporting()`).
+- `portable_forward(z, u, h0, mask, kind, form)`: while `exporting()`,
+  the whole forward recurrence as `fused_forward` takes it, built for the
+  exporter at work, or `None` where `portable_time_loop` serves.
 - `exporting()`: whether the current call is being traced into an export
-  artifact (ONNX, TFLite, ...), where the fast loops cannot go.
+  artifact that cannot carry the engine's fast loops (the engine knows
+  which formats those are; `export_format()` says which one
+  `keras.Model.export` is writing).
 - `on_accelerator()`: whether Keras computes on a GPU or TPU.
 - `custom_gradient(fn)`: like `keras.ops.custom_gradient`, with `fn(*args)`
   returning `(outputs, grad)`, `outputs` a tuple of tensors, and
@@ -40,11 +45,15 @@ An engine without a fused kernel sets it to `None`, and the generic
 `keras.ops` code in `keras_indrnn.recurrence` runs instead.
 """
 
+import contextlib
+import contextvars
+import functools
 import importlib
 
 import keras
 
 _KNOWN = ("jax", "tensorflow", "torch")
+_EXPORT_FORMAT = contextvars.ContextVar("export_format", default=None)
 
 
 def current():
@@ -52,3 +61,36 @@ def current():
     backend = keras.backend.backend()
     name = backend if backend in _KNOWN else "generic"
     return importlib.import_module(f"keras_indrnn.engines.{name}")
+
+
+def export_format():
+    """The format `keras.Model.export` is writing (`"onnx"`, `"litert"`,
+    ...), or `None` outside an export."""
+    return _EXPORT_FORMAT.get()
+
+
+@contextlib.contextmanager
+def exporting_as(format):
+    """Marks the traces made inside as traces for an export to `format`."""
+    token = _EXPORT_FORMAT.set(format)
+    try:
+        yield
+    finally:
+        _EXPORT_FORMAT.reset(token)
+
+
+def watch_model_export():
+    """Wraps `keras.Model.export` so that the engines know which format a
+    trace is for: the model need not be changed before exporting it. Runs
+    once, on importing `keras_indrnn`."""
+    export = keras.Model.export
+    if getattr(export, "_keras_indrnn_watched", False):
+        return
+
+    @functools.wraps(export)
+    def watched(self, filepath, format="tf_saved_model", *args, **kwargs):
+        with exporting_as(format):
+            return export(self, filepath, format, *args, **kwargs)
+
+    watched._keras_indrnn_watched = True
+    keras.Model.export = watched

