@@ -12,23 +12,24 @@ loss / ln 2. `ptb_data.py` says how the text becomes tokens and windows.
 Each split is one token stream in --batch-size contiguous rows, read in
 windows of --bptt steps; every recurrent layer is stateful and carries its
 state from one window to the next (truncated backpropagation through time),
-from a zero state at the start of every epoch and of every evaluation.
-The last (--bptt) tokens of each row that fill no whole window are left
-out of the scores, at most --batch-size x --bptt tokens a split.
+from a zero state at the start of every epoch and of every evaluation. The
+tokens at the end of a row that fill no whole window, fewer than --bptt a
+row, are left out.
 
 The model: embedding; dropout (--embed-dropout, one mask a row for all
 steps); the IndRNN network of --model (`keras_indrnn.networks`: plain,
 residual or dense; frame-wise batch norm before each recurrence, |u| <=
-0.99, dropout --dropout after each layer); as in the authors' code, one last
-IndRNN layer to the embedding size with a batch norm after it; dropout
+0.99, dropout --dropout after each layer); as in the authors' code, one
+last IndRNN layer to the embedding size with a batch norm after it; dropout
 (--output-dropout); a softmax whose matrix is the embedding's
 (--tie-weights, `tied_embedding.py`) or its own. --model lstm swaps the
 IndRNN network for --depth stacked stateful `keras.layers.LSTM`s and the
-last layer for an LSTM of the embedding size, for a comparison. Adam at
---lr, gradients clipped element-wise at 10 as in the authors' code, the
-learning rate times 0.2 after --patience epochs without a better
-validation loss. The test split is scored with the weights of the best
-validation loss (kept in best.weights.h5).
+last layer for an LSTM of the embedding size, for a comparison; Keras 3.15
+trains a stateful LSTM on TensorFlow only (on JAX it carries no state, on
+PyTorch its backward pass fails). Adam at --lr, gradients clipped
+element-wise at 10 as in the authors' code, the learning rate times 0.2
+after --patience epochs without a better validation loss. The test split
+is scored with the weights of the best validation loss (best.weights.h5).
 
 The defaults are the papers' recipe, for a GPU: 2000 units, 5 residual
 blocks (11 IndRNN layers), embedding 600, batch 128, bptt 50 (the CVPR
@@ -46,9 +47,31 @@ the same command again resumes.
 
     python examples/language_model.py --level word --output runs/ptb-word
 
-Reduced recipes for a 2-core CPU (TensorFlow):
+Reduced recipes for a 2-core CPU, about 2 hours each (TensorFlow, one
+thread; the times per epoch were measured with the machine shared with two
+other training jobs). Adam at 5e-3 / 2e-3 and --patience 1 fit the short
+runs; the dropout rates suit models of this size:
 
-    see README
+    # Characters: plain IndRNN, 3 layers of 512 and a last one of 256;
+    # 1.13M parameters, about 445 s an epoch.
+    python examples/language_model.py --level char --data-dir treebank \
+        --model plain --depth 3 --units 512 --embed-size 256 \
+        --batch-size 64 --bptt 50 --lr 5e-3 --dropout 0 --output-dropout 0 \
+        --patience 1 --epochs 16 --output runs/ptb-char
+    # Words: residual IndRNN, 2 blocks of 512 (5 IndRNN layers) and a last
+    # layer of 256, tied; 4.38M parameters, about 425 s an epoch.
+    python examples/language_model.py --level word --data-dir treebank \
+        --model residual --depth 2 --units 512 --embed-size 256 \
+        --batch-size 32 --bptt 35 --lr 2e-3 --dropout 0.3 \
+        --embed-dropout 0.4 --output-dropout 0.4 \
+        --patience 1 --epochs 17 --output runs/ptb-word
+    # The same with LSTMs of 400 and 256 units: 4.29M parameters, about
+    # 450 s an epoch.
+    python examples/language_model.py --level word --data-dir treebank \
+        --model lstm --depth 1 --units 400 --embed-size 256 \
+        --batch-size 32 --bptt 35 --lr 2e-3 --dropout 0.3 \
+        --embed-dropout 0.4 --output-dropout 0.4 \
+        --patience 1 --epochs 15 --output runs/ptb-word-lstm
 """
 
 import argparse
@@ -81,8 +104,14 @@ RECIPES = {
     "char": {"lr": 2e-4, "dropout": 0.25, "embed_dropout": 0.0,
              "output_dropout": 0.2},
 }  # fmt: skip
+INDRNN_OPTIONS = {  # as the authors' PTB code, |u| bound 0.99 included
+    "bn": "before",
+    "normalization": "framewise",
+    "recurrent_max_abs": 0.99,
+    "return_sequences": True,
+    "stateful": True,
+}
 LSTM_OPTIONS = {"return_sequences": True, "stateful": True}
-U_BOUND = 0.99  # |u| bound of the authors' PTB code
 GRADIENT_CLIP = 10.0  # element-wise, as in the authors' code
 LR_FACTOR = 0.2
 SCORES = {  # name, and its value for a mean cross-entropy in nats
@@ -110,39 +139,36 @@ def build_model(flags, vocab_size):
         x = keras.layers.LSTM(flags.embed_size, **LSTM_OPTIONS)(x)
         x = dropout(x, flags.output_dropout)
     else:
-        options = dict(
-            bn="before",
-            normalization="framewise",
-            recurrent_max_abs=U_BOUND,
-            return_sequences=True,
-            stateful=True,
-        )
-        if flags.model == "plain":
-            x = plain_indrnn(
-                x, flags.depth, flags.units, flags.dropout, **options
-            )
-        elif flags.model == "residual":
-            x = residual_indrnn(
-                x, flags.depth, flags.units, flags.dropout, **options
-            )
-        else:
-            x = dense_indrnn(
-                x,
-                flags.dense_blocks,
-                flags.growth_rate,
-                dropout=flags.dropout,
-                first_dropout=flags.dropout,
-                bottleneck_dropout=0.1,
-                transition_dropout=flags.dropout,
-                **options,
-            )
-        x = plain_indrnn(x, 1, flags.embed_size, dropout=0.0, **options)
+        x = indrnn_network(x, flags)
+        # As the authors: a last layer to the embedding size, a norm after.
+        x = plain_indrnn(x, 1, flags.embed_size, dropout=0.0, **INDRNN_OPTIONS)
         x = dropout(FramewiseBatchNormalization()(x), flags.output_dropout)
     if flags.tie_weights:
         logits = embedding(x, reverse=True)
     else:
         logits = keras.layers.Dense(vocab_size, name="output")(x)
     return keras.Model(tokens, logits, name=f"{flags.model}_{flags.level}_lm")
+
+
+def indrnn_network(x, flags):
+    if flags.model == "plain":
+        return plain_indrnn(
+            x, flags.depth, flags.units, flags.dropout, **INDRNN_OPTIONS
+        )
+    if flags.model == "residual":
+        return residual_indrnn(
+            x, flags.depth, flags.units, flags.dropout, **INDRNN_OPTIONS
+        )
+    return dense_indrnn(
+        x,
+        flags.dense_blocks,
+        flags.growth_rate,
+        dropout=flags.dropout,
+        first_dropout=flags.dropout,
+        bottleneck_dropout=0.1,  # the authors'
+        transition_dropout=flags.dropout,
+        **INDRNN_OPTIONS,
+    )
 
 
 def dropout(x, rate):
@@ -222,8 +248,8 @@ def main(argv=None):
     best_epoch = int(metrics["val_loss"].argmin())
     test_loss = evaluate(model, test)
     summary = {
-        "task": f"PTB {flags.level} level, {flags.model} "
-        + ("LSTM" if flags.model == "lstm" else "IndRNN"),
+        "task": f"PTB {flags.level} level, "
+        + ("LSTM" if flags.model == "lstm" else f"{flags.model} IndRNN"),
         "backend": backend,
         "device": device,
         "epochs": run.finished_epochs(),
@@ -418,12 +444,14 @@ def parse_flags(argv):
     for key, value in RECIPES[flags.level].items():
         if getattr(flags, key) is None:
             setattr(flags, key, value)
-    if flags.model == "lstm" and keras.backend.backend() == "jax":
-        # Keras's RNN layers keep their state in untracked variables, which
-        # JAX's stateless fit and evaluate steps leave unchanged.
+    if flags.model == "lstm" and keras.backend.backend() != "tensorflow":
+        # Keras 3.15's stateful LSTM: on JAX its state variables are
+        # untracked, so fit and evaluate leave them unchanged; on PyTorch,
+        # the state's in-place update breaks the backward pass.
         parser.error(
-            "argument --model: lstm needs KERAS_BACKEND tensorflow or torch: "
-            "on jax, fit and evaluate do not carry a keras.layers.LSTM's state"
+            "argument --model: lstm needs KERAS_BACKEND=tensorflow: a "
+            "stateful keras.layers.LSTM does not train on "
+            f"{keras.backend.backend()} (Keras {keras.__version__})"
         )
     if flags.depth is None:
         flags.depth = DEPTH.get(flags.model)  # None: dense

