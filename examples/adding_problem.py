@@ -31,6 +31,8 @@ import argparse
 
 import keras
 import numpy as np
+from distribute import add_distribute_flag
+from distribute import distribution_scope
 from runs import Run
 from runs import add_run_flags
 from runs import flags_dict
@@ -104,27 +106,30 @@ def main(argv=None):
     run.check_flags(parser, flags)
     backend, device = print_engine()
     keras.utils.set_random_seed(flags.seed)
-    model = build_model(flags.timesteps, flags.units, flags.lr)
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        flags.lr, LR_DROP_EVERY, decay_rate=0.1, staircase=True
-    )
-    model.compile(
-        keras.optimizers.Adam(schedule, clipvalue=GRADIENT_CLIP), "mse"
-    )
+    with distribution_scope(parser, flags):
+        model = build_model(flags.timesteps, flags.units, flags.lr)
+        schedule = keras.optimizers.schedules.ExponentialDecay(
+            flags.lr, LR_DROP_EVERY, decay_rate=0.1, staircase=True
+        )
+        model.compile(
+            keras.optimizers.Adam(schedule, clipvalue=GRADIENT_CLIP), "mse"
+        )
 
-    per_epoch, done = flags.steps_per_epoch, run.first_epoch
-    # A new stream per resume point, so a resumed run sees new data too.
-    rng = np.random.default_rng([flags.seed, 0, done])
-    model.fit(
-        AddingData(rng, flags.batch_size, flags.timesteps, per_epoch),
-        epochs=flags.steps // per_epoch,
-        validation_data=adding_batch(
-            np.random.default_rng([flags.seed, 1]), EVAL_SIZE, flags.timesteps
-        ),
-        validation_batch_size=EVAL_BATCH,
-        callbacks=run.callbacks(),
-        verbose=0 if flags.quiet else "auto",
-    )
+        per_epoch, done = flags.steps_per_epoch, run.first_epoch
+        # A new stream per resume point, so a resumed run sees new data too.
+        rng = np.random.default_rng([flags.seed, 0, done])
+        model.fit(
+            AddingData(rng, flags.batch_size, flags.timesteps, per_epoch),
+            epochs=flags.steps // per_epoch,
+            validation_data=adding_batch(
+                np.random.default_rng([flags.seed, 1]),
+                EVAL_SIZE,
+                flags.timesteps,
+            ),
+            validation_batch_size=EVAL_BATCH,
+            callbacks=run.callbacks(),
+            verbose=0 if flags.quiet else "auto",
+        )
 
     test = adding_batch(
         np.random.default_rng([flags.seed, 2]), EVAL_SIZE, flags.timesteps
@@ -187,6 +192,7 @@ def parse_flags(argv):
         lr=PAPER_LR,
         lr_help="the input weights' scale follows it; tried from 2e-4 to 3e-3",
     )
+    add_distribute_flag(parser)
     flags = parser.parse_args(argv)
     if flags.timesteps < 2:
         parser.error(

@@ -143,7 +143,14 @@ class Run:
     """The output directory of a resumable training run."""
 
     # Flags that may change between invocations of the same run.
-    MUTABLE_FLAGS = ("steps", "epochs", "quiet", "output", "data_dir")
+    MUTABLE_FLAGS = (
+        "steps",
+        "epochs",
+        "quiet",
+        "output",
+        "data_dir",
+        "distribute",
+    )
 
     def __init__(self, output):
         self.dir = Path(output)

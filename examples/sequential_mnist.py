@@ -29,6 +29,8 @@ import argparse
 
 import keras
 import mnist_data
+from distribute import add_distribute_flag
+from distribute import distribution_scope
 from runs import Run
 from runs import add_run_flags
 from runs import flags_dict
@@ -74,25 +76,26 @@ def main(argv=None):
     print(f"{len(x)} training, {len(x_val)} validation, {len(x_test)} test")
     keras.utils.set_random_seed(flags.seed)
 
-    model = build_model(flags.model, flags.units)
-    model.compile(
-        keras.optimizers.Adam(flags.lr, clipvalue=GRADIENT_CLIP),
-        "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    plateau = keras.callbacks.ReduceLROnPlateau(
-        "val_accuracy", factor=0.1, patience=flags.patience, mode="max"
-    )
-    model.fit(
-        x,
-        y,
-        batch_size=flags.batch_size,
-        epochs=flags.epochs,
-        validation_data=(x_val, y_val),
-        validation_batch_size=EVAL_BATCH,
-        callbacks=run.callbacks(plateau),
-        verbose=0 if flags.quiet else "auto",
-    )
+    with distribution_scope(parser, flags):
+        model = build_model(flags.model, flags.units)
+        model.compile(
+            keras.optimizers.Adam(flags.lr, clipvalue=GRADIENT_CLIP),
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        plateau = keras.callbacks.ReduceLROnPlateau(
+            "val_accuracy", factor=0.1, patience=flags.patience, mode="max"
+        )
+        model.fit(
+            x,
+            y,
+            batch_size=flags.batch_size,
+            epochs=flags.epochs,
+            validation_data=(x_val, y_val),
+            validation_batch_size=EVAL_BATCH,
+            callbacks=run.callbacks(plateau),
+            verbose=0 if flags.quiet else "auto",
+        )
 
     test_loss, test_accuracy = model.evaluate(
         x_test, y_test, batch_size=EVAL_BATCH, verbose=0
@@ -174,6 +177,7 @@ def parse_flags(argv):
         + " in DIR",
     )
     add_run_flags(parser, batch_size=32, lr=2e-4)
+    add_distribute_flag(parser)
     flags = parser.parse_args(argv)
     if flags.data_dir is not None:
         missing = mnist_data.missing_idx_files(flags.data_dir)

@@ -199,7 +199,10 @@ class IndRNN(keras.layers.RNN):
                 )
             self.cell.resolved_max_abs = 2.0 ** (1.0 / timesteps)
         if keras.backend.standardize_dtype(self.compute_dtype) == "float64":
-            _warn_once(engines.current().float64_dtype_note())
+            note = engines.current().float64_dtype_note()
+            if note is not None:
+                # Python's default filter shows it once per call site.
+                warnings.warn(note, stacklevel=2)
         super().build(sequences_shape, initial_state_shape)
 
     def _create_state_variables(self, batch_size):
@@ -382,12 +385,3 @@ class IndRNN(keras.layers.RNN):
     @classmethod
     def from_config(cls, config):
         return from_versioned_config(cls, config)
-
-
-_WARNED = set()
-
-
-def _warn_once(note):
-    if note is not None and note not in _WARNED:
-        _WARNED.add(note)
-        warnings.warn(note, stacklevel=3)

@@ -12,6 +12,7 @@ from keras import ops
 import keras_indrnn
 from keras_indrnn import IndRNN
 from keras_indrnn import IndRNNCell
+from keras_indrnn import engines
 
 PATHS = ["cell", "sequential", "parallel"]
 
@@ -656,3 +657,37 @@ def test_a_config_from_an_incompatible_version(rng, tmp_path):
             archive.writestr(name, data)
     with pytest.raises(ValueError, match="saved by keras_indrnn 9.0.0"):
         keras.models.load_model(path)
+
+
+@pytest.mark.parametrize("implementation", ["sequential", "parallel"])
+def test_float64_layer_computes_in_float64(rng, implementation):
+    if engines.current().float64_dtype_note() is not None:
+        pytest.skip("this engine computes float64 in float32 (it warns)")
+    # Weights and inputs that float32 cannot hold exactly: a float32
+    # computation would miss the reference by ~1e-7, far above 1e-12.
+    x = rng.normal(size=(3, 40, 4))
+    weights = [
+        rng.normal(size=(4, 5)) * 0.6,
+        rng.uniform(-1.0, 1.0, size=5),
+        rng.normal(size=5) * 0.2,
+    ]
+    layer = IndRNN(
+        5,
+        return_sequences=True,
+        implementation=implementation,
+        dtype="float64",
+    )
+    layer.build(x.shape)
+    layer.set_weights(weights)
+    output = layer(x)
+    assert keras.backend.standardize_dtype(output.dtype) == "float64"
+    outputs, _, _ = reference.indrnn(x, *weights, activation="relu")
+    assert reference.relative_error(output, outputs) < 1e-12
+
+
+def test_float64_layer_warns_where_it_computes_float32():
+    if engines.current().float64_dtype_note() is None:
+        pytest.skip("this engine computes float64 in float64")
+    engine = {"jax": "JAX_ENABLE_X64", "torch": "PyTorch"}
+    with pytest.warns(UserWarning, match=engine[keras.backend.backend()]):
+        IndRNN(3, dtype="float64").build((2, 5, 1))

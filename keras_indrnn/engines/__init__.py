@@ -40,6 +40,9 @@ backend) provides the same names:
   `keras_indrnn.recurrence` for the equations).
 - `float64_dtype_note()`: `None` where float64 computes in float64, or the
   sentence that tells the user what to set.
+- `training_program_report`: `None`, or `training_program_report(model, x)`
+  describing the compiled gradient program of `model` under the current
+  `keras.distribution` (see `keras_indrnn.distribution.program_report`).
 
 An engine without a fused kernel sets it to `None`, and the generic
 `keras.ops` code in `keras_indrnn.recurrence` runs instead.

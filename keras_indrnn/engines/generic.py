@@ -57,3 +57,7 @@ def custom_gradient(fn):
 
 def float64_dtype_note():
     return None
+
+
+# `keras.distribution` runs on JAX only.
+training_program_report = None

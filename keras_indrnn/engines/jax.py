@@ -1,5 +1,7 @@
 """JAX: XLA loops with the sequences carried in the loop state."""
 
+import re
+
 import jax
 from jax import lax
 
@@ -72,3 +74,40 @@ def float64_dtype_note():
         "jax.config.update('jax_enable_x64', True) before creating any "
         "array."
     )
+
+
+def training_program_report(model, x):
+    """What XLA compiles for the gradient of `model`'s summed outputs on
+    `x`, under the current distribution: the number of `while` loops, the
+    collective operations inside their bodies (communication once per
+    time step), and the bytes one device holds (arguments, outputs and
+    temporaries, as XLA's memory analysis counts them)."""
+    trainable = [v.value for v in model.trainable_variables]
+    fixed = [v.value for v in model.non_trainable_variables]
+
+    def loss(trainable):
+        outputs, _ = model.stateless_call(trainable, fixed, x, training=True)
+        return jax.numpy.sum(outputs)
+
+    compiled = jax.jit(jax.grad(loss)).lower(trainable).compile()
+    text = compiled.as_text()
+    bodies = set(re.findall(r"while\(.*?body=%?([\w.\-]+)", text))
+    collectives = []
+    for computation in re.split(r"\n(?=\S)", text):
+        if computation.split(" ", 1)[0].lstrip("%") in bodies:
+            collectives += re.findall(
+                r"(all-reduce|all-gather|reduce-scatter|all-to-all|"
+                r"collective-permute)",
+                computation,
+            )
+    memory = compiled.memory_analysis()
+    return {
+        "loops": len(bodies),
+        "collectives_in_loops": collectives,
+        "bytes_per_device": int(
+            memory.argument_size_in_bytes
+            + memory.output_size_in_bytes
+            + memory.temp_size_in_bytes
+            - memory.alias_size_in_bytes
+        ),
+    }

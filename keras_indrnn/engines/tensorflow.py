@@ -108,3 +108,7 @@ def on_accelerator():
 
 def float64_dtype_note():
     return None
+
+
+# `keras.distribution` runs on JAX only.
+training_program_report = None

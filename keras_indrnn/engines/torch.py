@@ -62,7 +62,16 @@ def on_accelerator():
 
 
 def float64_dtype_note():
-    return None
+    # `keras.backend.result_type` maps float64 to float32 on every engine
+    # but TensorFlow, and Keras's PyTorch ops follow it (JAX's follow JAX's
+    # own 64-bit mode), so `keras.ops.matmul` of two float64 tensors
+    # returns float32 values.
+    return (
+        "Keras on PyTorch computes float64 matmuls and arithmetic with "
+        "Python numbers in float32, so a float64 IndRNN is exact only to "
+        "float32 precision there. For float64 results use the TensorFlow "
+        "backend, or JAX with JAX_ENABLE_X64=1."
+    )
 
 
 def custom_gradient(fn):
@@ -325,3 +334,7 @@ _KERNELS = {
     "portable_forward": _portable_forward,
     "portable_forward_masked": _portable_forward_masked,
 }
+
+
+# `keras.distribution` runs on JAX only.
+training_program_report = None

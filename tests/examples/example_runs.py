@@ -36,8 +36,9 @@ def assert_usage_error(err, *fragments):
     assert "Traceback" not in err
 
 
-def run_script(name, *args):
-    """Runs an example as a command: `(exit code, stderr)`."""
+def run_script(name, *args, env=None):
+    """Runs an example as a command, with `env` added to the environment:
+    `(exit code, stderr)`."""
     # The package under test may be importable only from the repo root.
     path = os.pathsep.join(
         filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
@@ -47,6 +48,6 @@ def run_script(name, *args):
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": path},
+        env={**os.environ, "PYTHONPATH": path, **(env or {})},
     )
     return done.returncode, done.stderr
