@@ -86,6 +86,9 @@ def torch_candidates(args):
     results = {}
     saved = (engine._scripted, engine.fused_forward, engine.fused_backward)
     for name, scripted in candidates.items():
+        if name in args.skip:
+            results[name] = {"skipped": "--skip"}
+            continue
         compiled.clear()
         engine._scripted = scripted
         try:
@@ -139,6 +142,12 @@ def main(argv=None):
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated candidates not to time (torch.compile "
+        "unrolls the whole loop and compiles for many minutes)",
+    )
     parser.add_argument("--worker", action="store_true")
     parser.add_argument(
         "--output",
@@ -146,6 +155,7 @@ def main(argv=None):
         default=HERE / "results" / "loop-candidates.json",
     )
     args = parser.parse_args(argv)
+    args.skip = set(filter(None, args.skip.split(",")))
     if args.worker:
         run = {"torch": torch_candidates, "tensorflow": tensorflow_candidates}
         print(json.dumps(run[args.backend](args)))
