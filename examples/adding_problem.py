@@ -102,11 +102,13 @@ def build_model(timesteps, units, lr):
 
 def main(argv=None):
     parser, flags = parse_flags(argv)
+    # Checked before the run writes anything.
+    devices = distribution_scope(parser, flags)
     run = Run(flags.output)
     run.check_flags(parser, flags)
     backend, device = print_engine()
     keras.utils.set_random_seed(flags.seed)
-    with distribution_scope(parser, flags):
+    with devices:
         model = build_model(flags.timesteps, flags.units, flags.lr)
         schedule = keras.optimizers.schedules.ExponentialDecay(
             flags.lr, LR_DROP_EVERY, decay_rate=0.1, staircase=True

@@ -69,6 +69,8 @@ def build_model(model, units):
 
 def main(argv=None):
     parser, flags = parse_flags(argv)
+    # Checked before the run writes anything.
+    devices = distribution_scope(parser, flags)
     (x, y), (x_val, y_val), (x_test, y_test) = load_data(parser, flags)
     run = Run(flags.output)
     run.check_flags(parser, flags)
@@ -76,7 +78,7 @@ def main(argv=None):
     print(f"{len(x)} training, {len(x_val)} validation, {len(x_test)} test")
     keras.utils.set_random_seed(flags.seed)
 
-    with distribution_scope(parser, flags):
+    with devices:
         model = build_model(flags.model, flags.units)
         model.compile(
             keras.optimizers.Adam(flags.lr, clipvalue=GRADIENT_CLIP),
