@@ -358,15 +358,10 @@ def main(argv=None):
         run = run_sweep if args.worker == "sweep" else run_memory_probe
         print(json.dumps(run(job)))
         return
-    configs = (
-        QUICK
-        if args.quick
-        else TARGETS
-        if args.targets
-        else GPU
-        if args.gpu
-        else SWEEP
-    )
+    configs = SWEEP
+    for flag, chosen in (("quick", QUICK), ("targets", TARGETS), ("gpu", GPU)):
+        if getattr(args, flag):
+            configs = chosen
     results = []
     for backend in args.backends:
         print(f"== {backend}", file=sys.stderr, flush=True)

@@ -31,6 +31,10 @@ import argparse
 
 import keras
 import numpy as np
+
+from keras_indrnn import IndRNN
+from keras_indrnn import RecurrentUniform
+
 from distribute import add_distribute_flag
 from distribute import distribution_scope
 from runs import Run
@@ -38,9 +42,6 @@ from runs import add_run_flags
 from runs import flags_dict
 from runs import positive_int
 from runs import print_engine
-
-from keras_indrnn import IndRNN
-from keras_indrnn import RecurrentUniform
 
 PAPER_LR = 2e-4
 LR_DROP_EVERY = 20_000  # steps, with a factor of 0.1

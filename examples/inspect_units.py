@@ -24,12 +24,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from plotting import figure
-from plotting import save
 
 from keras_indrnn import IndRNN
 from keras_indrnn.inspection import indrnn_layers
 from keras_indrnn.inspection import unit_memories
+
+from plotting import figure
+from plotting import save
 
 UNITS_SHOWN = 4  # of the longest and of the shortest memories, per layer
 

@@ -79,6 +79,12 @@ import math
 from pathlib import Path
 
 import keras
+
+from keras_indrnn import FramewiseBatchNormalization
+from keras_indrnn import dense_indrnn
+from keras_indrnn import plain_indrnn
+from keras_indrnn import residual_indrnn
+
 import ptb_data
 from ptb_data import ResetStates
 from ptb_data import Windows
@@ -88,11 +94,6 @@ from runs import flags_dict
 from runs import positive_int
 from runs import print_engine
 from tied_embedding import TiedEmbedding
-
-from keras_indrnn import FramewiseBatchNormalization
-from keras_indrnn import dense_indrnn
-from keras_indrnn import plain_indrnn
-from keras_indrnn import residual_indrnn
 
 MODELS = ("plain", "residual", "dense", "lstm")
 DEPTH = {"plain": 6, "residual": 5, "lstm": 2}  # layers, blocks, layers

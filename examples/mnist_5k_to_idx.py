@@ -14,6 +14,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+
 from mnist_data import IDX_FILES
 from mnist_data import write_idx
 from runs import positive_int

