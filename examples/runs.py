@@ -67,7 +67,7 @@ def add_run_flags(parser, batch_size, lr, lr_help=None):
         "--lr",
         type=positive_float,
         default=lr,
-        help=f"Adam's initial learning rate (default: {lr:g}"
+        help=f"initial learning rate (default: {lr:g}"
         + (f"; {lr_help})" if lr_help else ")"),
     )
     parser.add_argument(
@@ -213,6 +213,32 @@ class Run:
         """metrics.csv as a dict of float columns."""
         return read_metrics(self.metrics_path)
 
+    def finished_values(self, key):
+        """`key`'s value at each epoch the backup holds, from metrics.csv.
+
+        An epoch interrupted after its row was written runs again when the
+        run resumes, and writes a second row: the last row of each counts.
+        """
+        finished = self.finished_epochs()
+        if not finished:
+            return []
+        metrics = self.metrics()
+        by_epoch = dict(
+            zip(metrics["epoch"].astype(int), metrics[key], strict=True)
+        )
+        return [float(by_epoch[epoch]) for epoch in range(finished)]
+
+    def plateau(self, monitor, factor, patience, mode="auto"):
+        """`keras.callbacks.ReduceLROnPlateau` that goes on counting where
+        the run's earlier invocations stopped (see `ResumedPlateau`)."""
+        return ResumedPlateau(
+            self.finished_values(monitor),
+            monitor=monitor,
+            factor=factor,
+            patience=patience,
+            mode=mode,
+        )
+
     def finish(self, model, summary, panels, x_key, baseline=None):
         """Saves the model, summary.json and the learning curves (see
         `plot_runs` for `panels`, `x_key` and `baseline`).
@@ -259,6 +285,40 @@ class Run:
         )
         print(json.dumps(summary, indent=2))
         return summary
+
+
+class ResumedPlateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau that continues from the monitored values of the
+    epochs an earlier invocation finished.
+
+    Keras's callback forgets its best value and the epochs it has waited
+    at every `fit`, so a run resumed at each epoch would never lower its
+    learning rate. The backup restores the rate itself (an optimizer
+    variable); this replays the callback's rule over `finished`, so that
+    its best value, wait and cooldown are those of one uninterrupted run.
+    The replay counts every wait that reached `patience` as a reduction,
+    which holds with the default `min_lr` of 0.
+    """
+
+    def __init__(self, finished, **kwargs):
+        super().__init__(**kwargs)
+        self.finished = list(finished)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        for value in self.finished:
+            # ReduceLROnPlateau.on_epoch_end, less the optimizer.
+            if self.in_cooldown():
+                self.cooldown_counter -= 1
+                self.wait = 0
+            if self._is_improvement(value, self.best):
+                self.best, self.wait = value, 0
+            elif not self.in_cooldown():
+                self.wait += 1
+                if self.wait >= self.patience:
+                    self.cooldown_counter, self.wait = self.cooldown, 0
 
 
 def _distinct(invocations, key):

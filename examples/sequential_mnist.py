@@ -86,7 +86,7 @@ def main(argv=None):
             "sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-        plateau = keras.callbacks.ReduceLROnPlateau(
+        plateau = run.plateau(
             "val_accuracy", factor=0.1, patience=flags.patience, mode="max"
         )
         model.fit(

