@@ -12,14 +12,18 @@ loss / ln 2. `ptb_data.py` says how the text becomes tokens and windows.
 Each split is one token stream in --batch-size contiguous rows, read in
 windows of --bptt steps; every recurrent layer is stateful and carries its
 state from one window to the next (truncated backpropagation through time),
-from a zero state at the start of every epoch and of every evaluation. The
-tokens at the end of a row that fill no whole window, fewer than --bptt a
-row, are left out.
+from a zero state at the start of every epoch and of every evaluation.
+Validation and test are read the same way in --eval-batch-size rows, by a
+copy of the model built for that many; 1 reads each split as one stream,
+as Zaremba et al. (2014) score it, with one zero state at its start
+instead of one a row. The tokens at the end of a row that fill no whole
+window, fewer than --bptt a row, are left out.
 
 The model: embedding; dropout (--embed-dropout, one mask a row for all
 steps); the IndRNN network of --model (`keras_indrnn.networks`: plain,
-residual or dense; frame-wise batch norm before each recurrence, |u| <=
-0.99, dropout --dropout after each layer); as in the authors' code, one
+residual or dense; frame-wise batch norm before each recurrence; |u| <=
+--recurrent-max-abs, 0.99 as the authors'; dropout --dropout after each
+layer); as in the authors' code, one
 last IndRNN layer to the embedding size with a batch norm after it; dropout
 (--output-dropout); a softmax whose matrix is the embedding's
 (--tie-weights, `tied_embedding.py`) or its own. --model lstm swaps the
@@ -63,12 +67,13 @@ runs; the dropout rates suit models of this size:
         --batch-size 64 --bptt 50 --lr 5e-3 --dropout 0 --output-dropout 0 \
         --patience 1 --epochs 16 --output runs/ptb-char
     # Words: residual IndRNN, 2 blocks of 512 (5 IndRNN layers) and a last
-    # layer of 256, tied; 4.20M parameters, about 400 s an epoch. Its
-    # validation score worsened after the first rate cut (README).
+    # layer of 256, tied; 4.20M parameters, about 400 s an epoch. Scored
+    # as one stream: with 32 rows, each starting from a zero state, the
+    # validation score rose after a few epochs (README).
     python examples/language_model.py --level word --data-dir treebank \
         --model residual --depth 2 --units 512 --embed-size 256 \
         --batch-size 32 --bptt 35 --lr 2e-3 --dropout 0.3 \
-        --embed-dropout 0.4 --output-dropout 0.4 \
+        --embed-dropout 0.4 --output-dropout 0.4 --eval-batch-size 1 \
         --patience 1 --epochs 10 --output runs/ptb-word
     # The same with LSTMs of 400 and 256 units, by SGD: 4.29M parameters,
     # about 450 s an epoch; still improving after 10 epochs.
@@ -110,13 +115,17 @@ RECIPES = {
     "char": {"lr": 2e-4, "dropout": 0.25, "embed_dropout": 0.0,
              "output_dropout": 0.2},
 }  # fmt: skip
-INDRNN_OPTIONS = {  # as the authors' PTB code, |u| bound 0.99 included
+# Frame-wise statistics, as the authors': statistics over batch and steps
+# would hold the window's later tokens, the very targets, and the model
+# learns to read them (tried: validation perplexity 1,986 after 5 epochs,
+# with training perplexity 148).
+INDRNN_OPTIONS = {
     "bn": "before",
     "normalization": "framewise",
-    "recurrent_max_abs": 0.99,
     "return_sequences": True,
     "stateful": True,
 }
+RECURRENT_MAX_ABS = 0.99  # as the authors' PTB code
 LSTM_OPTIONS = {"return_sequences": True, "stateful": True}
 GRADIENT_CLIP = 10.0  # element-wise, as in the authors' code
 # The LSTMs' recipe, as PyTorch's word_language_model example: SGD at 20,
@@ -125,6 +134,7 @@ GRADIENT_CLIP = 10.0  # element-wise, as in the authors' code
 # steps is about this on Keras's loss, a mean over the steps.
 LSTM_LR, LSTM_CLIP_NORM, LSTM_INIT = 20.0, 0.25, 0.1
 LR_FACTOR = 0.2
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 SCORES = {  # name, and its value for a mean cross-entropy in nats
     "char": ("bpc", lambda loss: loss / math.log(2)),
     "word": ("perplexity", lambda loss: math.exp(min(loss, 700.0))),
@@ -150,13 +160,22 @@ def build_model(flags, vocab_size):
     else:
         x = indrnn_network(x, flags)
         # As the authors: a last layer to the embedding size, a norm after.
-        x = plain_indrnn(x, 1, flags.embed_size, dropout=0.0, **INDRNN_OPTIONS)
+        x = plain_indrnn(
+            x, 1, flags.embed_size, dropout=0.0, **indrnn_options(flags)
+        )
         x = dropout(FramewiseBatchNormalization()(x), flags.output_dropout)
     if flags.tie_weights:
         logits = embedding(x, reverse=True)
     else:
         logits = keras.layers.Dense(vocab_size, name="output")(x)
     return keras.Model(tokens, logits, name=f"{flags.model}_{flags.level}_lm")
+
+
+def indrnn_options(flags):
+    return {
+        **INDRNN_OPTIONS,
+        "recurrent_max_abs": flags.recurrent_max_abs,
+    }
 
 
 def lstm(units):
@@ -183,13 +202,14 @@ def optimizer(flags):
 
 
 def indrnn_network(x, flags):
+    options = indrnn_options(flags)
     if flags.model == "plain":
         return plain_indrnn(
-            x, flags.depth, flags.units, flags.dropout, **INDRNN_OPTIONS
+            x, flags.depth, flags.units, flags.dropout, **options
         )
     if flags.model == "residual":
         return residual_indrnn(
-            x, flags.depth, flags.units, flags.dropout, **INDRNN_OPTIONS
+            x, flags.depth, flags.units, flags.dropout, **options
         )
     return dense_indrnn(
         x,
@@ -199,7 +219,7 @@ def indrnn_network(x, flags):
         first_dropout=flags.dropout,
         bottleneck_dropout=0.1,  # the authors'
         transition_dropout=flags.dropout,
-        **INDRNN_OPTIONS,
+        **options,
     )
 
 
@@ -224,9 +244,53 @@ class Scores(keras.callbacks.Callback):
                 logs[prefix + self.name] = self.score(logs[f"{prefix}loss"])
 
 
-def evaluate(model, windows):
-    """The mean loss over `windows`, read in order from a zero state."""
-    return float(model.evaluate(windows, callbacks=[ResetStates()], verbose=0))
+class Scorer:
+    """Scores a split with a copy of the model built for --eval-batch-size
+    rows. Every row starts from a zero state, which the first steps of a
+    model trained with batch norm's batch statistics can read badly
+    (README), so one row, as Zaremba et al.'s evaluation, scores the split
+    as one stream; more rows are faster."""
+
+    def __init__(self, flags, vocab_size):
+        self.rows = eval_rows(flags)
+        self.model = build_model(
+            argparse.Namespace(**{**vars(flags), "batch_size": self.rows}),
+            vocab_size,
+        )
+        self.model.compile(loss=LOSS)
+
+    def windows(self, stream, bptt):
+        return Windows(stream, self.rows, bptt)
+
+    def loss(self, model, windows):
+        """The mean loss of `model`'s weights over `windows`, read in order
+        from a zero state."""
+        for source, copy in zip(model.layers, self.model.layers, strict=True):
+            # A stateful layer's state is a weight, sized by its batch.
+            source, copy = (
+                getattr(source, "cell", source),
+                getattr(copy, "cell", copy),
+            )
+            copy.set_weights(source.get_weights())
+        return float(
+            self.model.evaluate(windows, callbacks=[ResetStates()], verbose=0)
+        )
+
+
+def eval_rows(flags):
+    return flags.eval_batch_size or flags.batch_size
+
+
+class Validate(keras.callbacks.Callback):
+    """Adds the validation loss, scored by `scorer`, to the epoch's logs,
+    before the callbacks that read it."""
+
+    def __init__(self, scorer, windows):
+        super().__init__()
+        self.scorer, self.windows = scorer, windows
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = self.scorer.loss(self.model, self.windows)
 
 
 def main(argv=None):
@@ -235,8 +299,7 @@ def main(argv=None):
     run = Run(flags.output)
     run.check_flags(parser, flags)
     backend, device = print_engine()
-    size = flags.batch_size, flags.bptt
-    train, valid, test = (Windows(streams[s], *size) for s in ptb_data.SPLITS)
+    train = Windows(streams["train"], flags.batch_size, flags.bptt)
     print(
         f"{flags.level} level: vocabulary {len(vocab)}; "
         + ", ".join(f"{len(streams[s]):,} {s}" for s in ptb_data.SPLITS)
@@ -245,9 +308,10 @@ def main(argv=None):
     keras.utils.set_random_seed(flags.seed)
 
     model = build_model(flags, len(vocab))
-    model.compile(
-        optimizer(flags),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    model.compile(optimizer(flags), LOSS)
+    scorer = Scorer(flags, len(vocab))
+    valid, test = (
+        scorer.windows(streams[s], flags.bptt) for s in ("valid", "test")
     )
     best_path = run.dir / "best.weights.h5"
     best = keras.callbacks.ModelCheckpoint(
@@ -264,10 +328,13 @@ def main(argv=None):
     model.fit(
         train,
         epochs=flags.epochs,
-        validation_data=valid,
         shuffle=False,  # the windows in order, for the carried state
         callbacks=run.callbacks(
-            ResetStates(), Scores(flags.level), plateau, best
+            ResetStates(),
+            Validate(scorer, valid),
+            Scores(flags.level),
+            plateau,
+            best,
         ),
         verbose=0 if flags.quiet else "auto",
     )
@@ -278,7 +345,7 @@ def main(argv=None):
     val_losses = run.finished_values("val_loss")
     name, score = SCORES[flags.level]
     best_epoch = min(range(len(val_losses)), key=val_losses.__getitem__)
-    test_loss = evaluate(model, test)
+    test_loss = scorer.loss(model, test)
     summary = {
         "task": f"PTB {flags.level} level, "
         + ("LSTM" if flags.model == "lstm" else f"{flags.model} IndRNN"),
@@ -325,14 +392,22 @@ def load_data(parser, flags):
         return ptb_data.FILES[split]
 
     tokens = {s: ptb_data.tokenize(texts[s], flags.level) for s in texts}
-    need = ptb_data.min_tokens(flags.batch_size, flags.bptt)
-    window = f"--batch-size {flags.batch_size} x (--bptt {flags.bptt} + 1)"
+
+    def window(split):
+        """One window of `split`: its size in words, and in tokens."""
+        rows, flag = flags.batch_size, "--batch-size"
+        if split != "train" and flags.eval_batch_size:
+            rows, flag = flags.eval_batch_size, "--eval-batch-size"
+        size = f"{flag} {rows} x (--bptt {flags.bptt} + 1)"
+        return size, ptb_data.min_tokens(rows, flags.bptt)
+
     for split in ptb_data.SPLITS:
+        size, need = window(split)
         if len(tokens[split]) < need:
             parser.error(
                 f"argument --data-dir: {where(split)} holds "
                 f"{len(tokens[split]):,} {flags.level} tokens, fewer than "
-                f"one window needs: {window} = {need:,}"
+                f"one window needs: {size} = {need:,}"
             )
     vocab = ptb_data.vocabulary(tokens["train"])
     streams = {}
@@ -342,10 +417,11 @@ def load_data(parser, flags):
         except ValueError as error:
             parser.error(f"argument --data-dir: {where(split)}: {error}")
     if flags.max_tokens is not None:
+        size, need = window("train")
         if flags.max_tokens < need:
             parser.error(
                 f"argument --max-tokens: {flags.max_tokens:,} tokens do not "
-                f"fill one window: {window} = {need:,}"
+                f"fill one window: {size} = {need:,}"
             )
         streams["train"] = streams["train"][: flags.max_tokens]
     return vocab, streams
@@ -373,6 +449,19 @@ def rate(text):
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(
             f"expected a rate in [0, 1), got {text!r}"
+        )
+    return value
+
+
+def positive_number(text):
+    """argparse `type=`: a positive number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number, got {text!r}"
         )
     return value
 
@@ -439,6 +528,20 @@ def parse_flags(argv):
             help=f"dropout rate {help} (default: "
             f"{RECIPES['char'][key]:g} char, {RECIPES['word'][key]:g} word)",
         )
+    parser.add_argument(
+        "--recurrent-max-abs",
+        type=positive_number,
+        default=RECURRENT_MAX_ABS,
+        metavar="BOUND",
+        help="the IndRNNs' bound on |u| (default: 0.99, as the authors)",
+    )
+    parser.add_argument(
+        "--eval-batch-size",
+        type=positive_int,
+        metavar="ROWS",
+        help="rows in which validation and test are read; 1 scores each "
+        "split as one stream (default: --batch-size)",
+    )
     parser.add_argument(
         "--bptt",
         type=positive_int,

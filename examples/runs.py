@@ -171,6 +171,9 @@ class Run:
         path = self.dir / "flags.json"
         if path.exists() and self.finished_epochs():
             before = json.loads(path.read_text())
+            # A flag added since the run began had its default there.
+            for key in fixed.keys() - before.keys():
+                before[key] = parser.get_default(key)
             changed = sorted(
                 key
                 for key in fixed.keys() | before.keys()

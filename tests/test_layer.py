@@ -189,6 +189,41 @@ def test_stateful_batches_continue_the_sequence(rng, path):
     assert reference.relative_error(again, expected[:, :10]) < 1e-5
 
 
+@pytest.mark.parametrize("implementation", ["sequential", "parallel"])
+def test_stateful_batch_of_one_from_a_dataset(rng, implementation):
+    # A dataset's batches have an unknown batch size, the state a known
+    # one; for a batch of one, broadcasting the two loses the size.
+    features, units, windows = 2, 4, 3
+    x = f32(rng.normal(size=(1, 4 * windows, features)))
+    weights = random_weights(rng, features, units, u_max=1.0)
+    expected, _, _ = reference.indrnn(x, *weights)
+    layer = IndRNN(
+        units,
+        stateful=True,
+        return_sequences=True,
+        implementation=implementation,
+    )
+    inputs = keras.Input(batch_shape=(1, 4, features))
+    model = keras.Model(inputs, layer(inputs))
+    layer.cell.set_weights(weights)
+    model.compile(loss="mse")
+
+    class Windows(keras.utils.PyDataset):
+        def __len__(self):
+            return windows
+
+        def __getitem__(self, index):
+            steps = slice(4 * index, 4 * index + 4)
+            return x[:, steps].astype("float32"), expected[:, steps]
+
+    # The squared error against the reference, carried window to window.
+    assert model.evaluate(Windows(), verbose=0) < 1e-10
+    layer.reset_state()
+    outputs = model.predict(Windows(), verbose=0)
+    outputs = np.concatenate(np.split(outputs, windows), axis=1)
+    assert reference.relative_error(outputs, expected) < 1e-5
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("activation", ["relu", "tanh", "linear", "elu"])
 @pytest.mark.parametrize("go_backwards", [False, True])

@@ -64,6 +64,7 @@ def _xla_loop(step, initial, sequences, constants, reverse):
         t = length - 1 - i if reverse else i
         xs = (tf.gather(x, t, axis=1) for x in sequences)
         carry, y_t = step(carry, *xs, *constants)
+        _keep_shapes(carry, initial)
         start = tf.concat([[0, t], zero], axis=0)
         ys = xla.dynamic_update_slice(ys, tf.expand_dims(y_t, 1), start)
         return i + 1, carry, ys
@@ -87,12 +88,23 @@ def portable_time_loop(step, initial, sequences, constants=(), reverse=False):
     def body(i, carry, ys):
         t = length - 1 - i if reverse else i
         carry, y_t = step(carry, *(x[t] for x in time_major), *constants)
+        _keep_shapes(carry, initial)
         return i + 1, carry, ys.write(t, y_t)
 
     _, carry, ys = tf.while_loop(
         lambda i, *_: i < length, body, (0, initial, ys)
     )
     return carry, tf.experimental.numpy.swapaxes(ys.stack(), 0, 1)
+
+
+def _keep_shapes(carry, initial):
+    # A batch of 1 broadcast against an unknown batch, such as a stateful
+    # layer's state against the input of a dataset, has an unknown batch;
+    # `tf.while_loop` wants the carry's shape as it entered.
+    for new, old in zip(
+        tf.nest.flatten(carry), tf.nest.flatten(initial), strict=True
+    ):
+        new.set_shape(old.shape)
 
 
 def exporting():

