@@ -89,6 +89,7 @@ import math
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_indrnn import FramewiseBatchNormalization
 from keras_indrnn import dense_indrnn
@@ -272,9 +273,20 @@ class Scorer:
                 getattr(copy, "cell", copy),
             )
             copy.set_weights(source.get_weights())
-        return float(
-            self.model.evaluate(windows, callbacks=[ResetStates()], verbose=0)
-        )
+        return evaluate(self.model, windows)
+
+
+def evaluate(model, windows):
+    """The mean loss of a compiled `model` over `windows`, read in order
+    from a zero state."""
+    ResetStates.of(model)
+    # Window by window: `evaluate` on a dataset gives the inputs an unknown
+    # batch size, and on TensorFlow Keras's own stateful LSTM then fails for
+    # a batch of one (its state's size is known).
+    losses = [
+        model.test_on_batch(*windows[index]) for index in range(len(windows))
+    ]
+    return float(np.mean(losses))
 
 
 def eval_rows(flags):

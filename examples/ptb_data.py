@@ -167,10 +167,15 @@ class ResetStates(keras.callbacks.Callback):
     evaluation or a prediction begins, so that each pass over a split
     starts from a zero state and carries it from window to window."""
 
-    def reset(self):
-        for layer in self.model.layers:
+    @staticmethod
+    def of(model):
+        """Zeroes the state of `model`'s stateful layers."""
+        for layer in model.layers:
             if getattr(layer, "stateful", False):
                 layer.reset_state()
+
+    def reset(self):
+        self.of(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.reset()
