@@ -406,7 +406,7 @@ def load_data(parser, flags):
     tokens = {s: ptb_data.tokenize(texts[s], flags.level) for s in texts}
 
     def window(split):
-        """One window of `split`: its size in words, and in tokens."""
+        """One window of `split`: its size, in flags and in tokens."""
         rows, flag = flags.batch_size, "--batch-size"
         if split != "train" and flags.eval_batch_size:
             rows, flag = flags.eval_batch_size, "--eval-batch-size"
