@@ -56,7 +56,11 @@ def _parse(kind, text, expected, valid):
 
 
 def add_run_flags(parser, batch_size, lr, lr_help=None):
-    """The flags every script has, with the script's paper defaults."""
+    """The flags every script has, with the script's paper defaults.
+
+    `lr` is the default learning rate, or the text of a rule by which the
+    script sets it after parsing (the flag then defaults to None).
+    """
     parser.add_argument(
         "--batch-size",
         type=positive_int,
@@ -66,8 +70,9 @@ def add_run_flags(parser, batch_size, lr, lr_help=None):
     parser.add_argument(
         "--lr",
         type=positive_float,
-        default=lr,
-        help=f"initial learning rate (default: {lr:g}"
+        default=None if isinstance(lr, str) else lr,
+        help="initial learning rate (default: "
+        + (lr if isinstance(lr, str) else f"{lr:g}")
         + (f"; {lr_help})" if lr_help else ")"),
     )
     parser.add_argument(

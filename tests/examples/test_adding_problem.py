@@ -45,6 +45,29 @@ def test_learns_at_100_steps(tmp_path):
     assert mse < 0.01
 
 
+@pytest.mark.parametrize(
+    "timesteps, lr", [(100, 2e-4), (1000, 2e-4), (2000, 1e-4), (5000, 4e-5)]
+)
+def test_the_default_rate_falls_as_1_over_t_above_1000(tmp_path, timesteps, lr):
+    flags = ["--timesteps", str(timesteps), "--output", str(tmp_path)]
+    assert adding_problem.parse_flags(flags)[1].lr == pytest.approx(lr)
+    # A rate given is kept.
+    given = adding_problem.parse_flags([*flags, "--lr", "3e-3"])[1]
+    assert given.lr == 3e-3
+
+
+@pytest.mark.parametrize(
+    "lr, scale", [(2e-5, 0.001), (2e-4, 0.001), (1e-3, 0.005)]
+)
+def test_input_weights_keep_the_authors_scale_up_to_their_rate(lr, scale):
+    # N(0, 0.001) up to the authors' 2e-4, growing with larger rates only.
+    keras.utils.set_random_seed(0)
+    model = adding_problem.build_model(timesteps=50, units=2048, lr=lr)
+    for layer in model.layers[:2]:
+        kernel = keras.ops.convert_to_numpy(layer.cell.kernel)
+        assert np.std(kernel) == pytest.approx(scale, rel=0.1)
+
+
 def _train(output, steps, *more):
     flags = "--timesteps 20 --units 8 --steps-per-epoch 10".split()
     return adding_problem.main(
