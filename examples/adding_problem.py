@@ -208,7 +208,8 @@ def parse_flags(argv):
     add_run_flags(
         parser,
         batch_size=50,
-        lr="2e-4, and 2e-4 * 1000 / T above T=1000",
+        lr=f"{PAPER_LR:g}, and {PAPER_LR:g} * {LONGEST_AT_PAPER_LR} / T "
+        f"above T={LONGEST_AT_PAPER_LR}",
         lr_help="rates above 2e-4 scale the input weights; tried from 2e-4 "
         "to 3e-3 at T=100",
     )
