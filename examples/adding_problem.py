@@ -7,18 +7,17 @@ network must carry a value across up to T steps. Always predicting 1 (the
 expected sum) gives an MSE of 1/6 = 0.167; the paper's IndRNN goes far below
 that for T = 100, 500, 1000 and 5000, where LSTMs stop learning at 1000.
 
-The defaults are the paper's: 2 layers of 128 ReLU IndRNN units, then
-Dense(1); |u| <= 2**(1/T), with u of the first layer drawn from U(0, 2**(1/T))
-and of the last from U(2**(-1/T), 2**(1/T)); MSE, Adam at 2e-4 (up to
-T = 1000; see below) times 0.1 every 20,000 steps, batch 50, gradients
-clipped element-wise at 10 as in the authors' code, and fresh data at every
-step. The input weights are the authors' N(0, 0.001) up to their learning
-rate and scale with larger ones, N(0, 0.001 * lr / 2e-4): Adam moves every
-weight by about the learning rate per step, so at 1e-3 the authors' tiny
-weights changed sign within the first steps, and as all inputs are
-non-negative, every unit of the first layer fell to ReLU's zero for good.
-Scaled, T=100 was solved within 1,500 steps at every rate tried from 2e-4
-to 3e-3.
+The defaults are the paper's: 2 layers of 128 ReLU IndRNN units, then Dense(1);
+|u| <= 2**(1/T), with u of the first layer drawn from U(0, 2**(1/T)) and of the
+last from U(2**(-1/T), 2**(1/T)); MSE, Adam at 2e-4 (up to T = 1000; see below)
+times 0.1 every 20,000 steps (`--lr-drop-every`), batch 50, gradients clipped
+element-wise at 10 as in the authors' code, and fresh data at every step. The
+input weights are the authors' N(0, 0.001) up to their learning rate and scale
+with larger ones, N(0, 0.001 * lr / 2e-4): Adam moves every weight by about the
+learning rate per step, so at 1e-3 the authors' tiny weights changed sign
+within the first steps, and as all inputs are non-negative, every unit of the
+first layer fell to ReLU's zero for good. Scaled, T=100 was solved within 1,500
+steps at every rate tried from 2e-4 to 3e-3.
 
 Above T = 1000 the default rate is 2e-4 * 1000 / T (4e-5 at T = 5000). The
 last layer, with |u| near 1, sums its input over all T steps, so one Adam
@@ -53,7 +52,7 @@ from runs import print_engine
 
 PAPER_LR = 2e-4
 LONGEST_AT_PAPER_LR = 1000  # T; see default_lr
-LR_DROP_EVERY = 20_000  # steps, with a factor of 0.1
+LR_DROP_EVERY = 20_000  # steps, the paper's; each drop multiplies by 0.1
 GRADIENT_CLIP = 10.0  # element-wise, as in the authors' code
 EVAL_SIZE, EVAL_BATCH = 2_000, 500
 
@@ -128,7 +127,7 @@ def main(argv=None):
     with devices:
         model = build_model(flags.timesteps, flags.units, flags.lr)
         schedule = keras.optimizers.schedules.ExponentialDecay(
-            flags.lr, LR_DROP_EVERY, decay_rate=0.1, staircase=True
+            flags.lr, flags.lr_drop_every, decay_rate=0.1, staircase=True
         )
         model.compile(
             keras.optimizers.Adam(schedule, clipvalue=GRADIENT_CLIP), "mse"
@@ -204,6 +203,14 @@ def parse_flags(argv):
         type=positive_int,
         default=128,
         help="units per IndRNN layer (default: 128)",
+    )
+    parser.add_argument(
+        "--lr-drop-every",
+        type=positive_int,
+        default=LR_DROP_EVERY,
+        metavar="STEPS",
+        help="steps between two drops of the learning rate by a factor "
+        f"of 10 (default: {LR_DROP_EVERY}, the paper's)",
     )
     add_run_flags(
         parser,

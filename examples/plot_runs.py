@@ -8,7 +8,8 @@ et al. (CVPR 2018):
 
 Each run is an --output directory of an example script; its curve comes from
 metrics.csv and its label from summary.json (the task), or the directory's
-name while the run has no summary yet.
+name while the run has no summary yet. Runs of the same task are told apart
+by their directories' names.
 """
 
 import argparse
@@ -19,7 +20,19 @@ from plotting import plot_runs
 from plotting import read_metrics
 
 
-def run_label(directory):
+def run_labels(directories):
+    """One legend label per run directory, each different from the others
+    where the directories' names are."""
+    labels = [_task(directory) for directory in directories]
+    return [
+        f"{label} ({directory.name})"
+        if labels.count(label) > 1 and label != directory.name
+        else label
+        for label, directory in zip(labels, directories, strict=True)
+    ]
+
+
+def _task(directory):
     summary = directory / "summary.json"
     if summary.is_file():
         return json.loads(summary.read_text()).get("task", directory.name)
@@ -66,7 +79,8 @@ def main(argv=None):
                     f"{path} has no column {key!r}; it has "
                     + ", ".join(columns)
                 )
-        runs.append((run_label(directory), columns))
+        runs.append(columns)
+    runs = list(zip(run_labels(flags.runs), runs, strict=True))
     baseline = None
     if flags.baseline is not None:
         baseline = (flags.baseline, f"{flags.baseline:g}")

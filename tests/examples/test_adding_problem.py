@@ -68,6 +68,18 @@ def test_input_weights_keep_the_authors_scale_up_to_their_rate(lr, scale):
         assert np.std(kernel) == pytest.approx(scale, rel=0.1)
 
 
+def test_the_rate_drops_tenfold_every_lr_drop_every_steps(tmp_path):
+    flags = ["--timesteps", "5000", "--output", str(tmp_path)]
+    assert adding_problem.parse_flags(flags)[1].lr_drop_every == 20_000
+    # Logged at each epoch's start: steps 0, 10, 20, 30 and 40.
+    metrics = assert_run_files(
+        tmp_path, _train(tmp_path, 50, "--quiet", "--lr-drop-every", "20")
+    )
+    np.testing.assert_allclose(
+        metrics["learning_rate"], [2e-4, 2e-4, 2e-5, 2e-5, 2e-6], rtol=1e-5
+    )
+
+
 def _train(output, steps, *more):
     flags = "--timesteps 20 --units 8 --steps-per-epoch 10".split()
     return adding_problem.main(
@@ -114,6 +126,10 @@ def test_refuses_to_resume_with_other_flags(tmp_path, capsys):
         (["--steps", "-5"], "argument --steps: expected a positive integer"),
         (["--steps", "150"], "not a multiple of --steps-per-epoch 100"),
         (["--timesteps", "1"], "argument --timesteps"),
+        (
+            ["--lr-drop-every", "0"],
+            "argument --lr-drop-every: expected a positive integer",
+        ),
         (["--lr", "0"], "argument --lr: expected a positive number"),
         (["--seed", "-1"], "argument --seed: expected an integer in"),
         (["--bogus"], "unrecognized arguments: --bogus"),
@@ -131,6 +147,9 @@ def test_plot_runs_overlays_runs(tmp_path, capsys):
     runs = [tmp_path / "a", tmp_path / "b"]
     for run in runs:
         _train(run, 20, "--quiet")
+    # Labelled by task, and by directory where tasks repeat.
+    assert plot_runs.run_labels(runs[:1]) == ["adding T=20"]
+    assert plot_runs.run_labels(runs) == ["adding T=20 (a)", "adding T=20 (b)"]
     figure = tmp_path / "overlay.png"
     plot_runs.main(
         [*map(str, runs), "--baseline", "0.167", "--output", str(figure)]
