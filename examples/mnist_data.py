@@ -111,10 +111,22 @@ def pixel_order(permuted):
     return np.random.default_rng(PERMUTATION_SEED).permutation(TIMESTEPS)
 
 
-def pixel_sequences(images, order):
-    """uint8 images `(n, 28, 28)` as float sequences `(n, 784, 1)` in [0, 1]."""
-    flat = images.reshape(len(images), TIMESTEPS)[:, order]
-    return (flat.astype("float32") / 255.0)[..., None]
+# How a pixel k in 0..255 enters the network: "unit" k / 255, in [0, 1];
+# "signed" k / 128 - 1, in [-1, 0.992], as the authors' code has it.
+PIXEL_SCALES = ("unit", "signed")
+
+
+def pixel_sequences(images, order, scale="unit"):
+    """uint8 images `(n, 28, 28)` as float sequences `(n, 784, 1)`, each
+    pixel scaled as `scale` (one of `PIXEL_SCALES`) says."""
+    if scale not in PIXEL_SCALES:
+        raise ValueError(
+            f"Invalid value for argument `scale`: expected one of "
+            f"{PIXEL_SCALES}, got {scale!r}."
+        )
+    flat = images.reshape(len(images), TIMESTEPS)[:, order].astype("float32")
+    pixels = flat / 255.0 if scale == "unit" else flat / 128.0 - 1.0
+    return pixels[..., None]
 
 
 def split_validation(x, y, fraction, seed):

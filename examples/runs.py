@@ -37,6 +37,12 @@ def positive_float(text):
     )
 
 
+def non_negative_float(text):
+    return _parse(
+        float, text, "a non-negative number", lambda v: 0 <= v < float("inf")
+    )
+
+
 def seed_int(text):
     # NumPy's and Keras's seeding take 32-bit unsigned integers.
     return _parse(

@@ -15,7 +15,13 @@ and dropout shared over time; the last layer's u starts in
 U(2**(-1/784), 2**(1/784)). Adam at 2e-4, gradients clipped element-wise at
 10, batch 32, and the learning rate divided by 10 when the validation
 accuracy has not improved for --patience epochs. 5% of the training images
-are held out for validation.
+are held out for validation. Pixels are k / 255, in [0, 1].
+
+The authors' code, as their pixel-MNIST scripts run it, differs in four
+places, each a flag: the bound 5**(1/784) (--bound-magnitude 5), the plain
+network's last layer drawn like the others (--last-layer-init uniform),
+L2 weight decay 1e-4 coupled into Adam on all but u and the biases
+(--weight-decay 1e-4) and pixels k / 128 - 1 (--pixels signed).
 
 MNIST comes from `keras.datasets.mnist` (downloaded on first use), or with
 --data-dir DIR from the four standard IDX files in DIR, of any size;
@@ -39,6 +45,8 @@ from distribute import distribution_scope
 from runs import Run
 from runs import add_run_flags
 from runs import flags_dict
+from runs import non_negative_float
+from runs import positive_float
 from runs import positive_int
 from runs import print_engine
 
@@ -46,14 +54,25 @@ MODELS = ("plain", "residual", "dense")
 VALIDATION_FRACTION = 0.05
 GRADIENT_CLIP = 10.0  # element-wise, as in the authors' code
 EVAL_BATCH = 256
+# The papers' bound on |u| is BOUND_MAGNITUDE ** (1 / T).
+BOUND_MAGNITUDE = 2.0
+LAST_LAYER_INITS = ("long", "uniform")
 
 
-def build_model(model, units):
+def build_model(model, units, bound="auto", recipe=None):
+    """The network; `recipe` holds the networks' `weight_decay` and
+    `last_long_memory` (their defaults without)."""
+    recipe = recipe or {}
     inputs = keras.Input((mnist_data.TIMESTEPS, 1))
+    shared = {"recurrent_max_abs": bound, **recipe}
     if model == "plain":
-        features = plain_indrnn(inputs, layers=6, units=units, dropout=0.1)
+        features = plain_indrnn(
+            inputs, layers=6, units=units, dropout=0.1, **shared
+        )
     elif model == "residual":
-        features = residual_indrnn(inputs, blocks=5, units=units, dropout=0.1)
+        features = residual_indrnn(
+            inputs, blocks=5, units=units, dropout=0.1, **shared
+        )
     else:
         features = dense_indrnn(
             inputs,
@@ -63,9 +82,29 @@ def build_model(model, units):
             first_dropout=0.2,
             bottleneck_dropout=0.1,
             transition_dropout=0.1,
+            **shared,
         )
-    outputs = keras.layers.Dense(10, activation="softmax")(features)
+    decay = recipe.get("weight_decay", 0.0)
+    outputs = keras.layers.Dense(
+        10,
+        activation="softmax",
+        # The authors decay the classifier's weights too.
+        kernel_regularizer=keras.regularizers.L2(decay / 2) if decay else None,
+    )(features)
     return keras.Model(inputs, outputs, name=f"{model}_indrnn")
+
+
+def recipe_of(flags):
+    """The bound and the networks' recipe arguments that the flags give."""
+    if flags.recurrent_max_abs is not None:
+        bound = flags.recurrent_max_abs
+    else:
+        bound = flags.bound_magnitude ** (1 / mnist_data.TIMESTEPS)
+    recipe = {
+        "weight_decay": flags.weight_decay,
+        "last_long_memory": flags.last_layer_init == "long",
+    }
+    return bound, recipe
 
 
 def main(argv=None):
@@ -79,8 +118,13 @@ def main(argv=None):
     print(f"{len(x)} training, {len(x_val)} validation, {len(x_test)} test")
     keras.utils.set_random_seed(flags.seed)
 
+    bound, recipe = recipe_of(flags)
+    print(
+        f"|u| <= {bound:.6g}, "
+        + ", ".join(f"{k}={v}" for k, v in recipe.items())
+    )
     with devices:
-        model = build_model(flags.model, flags.units)
+        model = build_model(flags.model, flags.units, bound, recipe)
         model.compile(
             keras.optimizers.Adam(flags.lr, clipvalue=GRADIENT_CLIP),
             "sparse_categorical_crossentropy",
@@ -139,12 +183,13 @@ def load_data(parser, flags):
         )
     order = mnist_data.pixel_order(flags.permuted)
     train, val = mnist_data.split_validation(
-        mnist_data.pixel_sequences(x, order),
+        mnist_data.pixel_sequences(x, order, flags.pixels),
         y,
         VALIDATION_FRACTION,
         flags.seed,
     )
-    return train, val, (mnist_data.pixel_sequences(x_test, order), y_test)
+    test = mnist_data.pixel_sequences(x_test, order, flags.pixels)
+    return train, val, (test, y_test)
 
 
 def parse_flags(argv):
@@ -178,6 +223,44 @@ def parse_flags(argv):
         help="read MNIST from the IDX files "
         + ", ".join(mnist_data.IDX_FILES.values())
         + " in DIR",
+    )
+    bound = parser.add_mutually_exclusive_group()
+    bound.add_argument(
+        "--bound-magnitude",
+        type=positive_float,
+        default=BOUND_MAGNITUDE,
+        metavar="M",
+        help="bound |u| by M ** (1 / 784) (default: 2, as the papers; the "
+        "authors' scripts ran 5)",
+    )
+    bound.add_argument(
+        "--recurrent-max-abs",
+        type=positive_float,
+        metavar="BOUND",
+        help="bound |u| by this number instead",
+    )
+    parser.add_argument(
+        "--last-layer-init",
+        choices=LAST_LAYER_INITS,
+        default="long",
+        help="u of the last IndRNN layer from U(1 / bound, bound) (long, "
+        "default, as the papers) or U(0, bound) as the other layers "
+        "(uniform, as the authors' plain network ran)",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        default=0.0,
+        metavar="W",
+        help="L2 weight decay coupled into Adam, on all weights but u and "
+        "the biases (default: 0; the authors' 1e-4)",
+    )
+    parser.add_argument(
+        "--pixels",
+        choices=mnist_data.PIXEL_SCALES,
+        default="unit",
+        help="pixel k as k / 255 in [0, 1] (unit, default) or k / 128 - 1 "
+        "in [-1, 1) (signed, the authors')",
     )
     add_run_flags(parser, batch_size=32, lr=2e-4)
     add_distribute_flag(parser)

@@ -59,6 +59,8 @@ def plain_indrnn(
     momentum=0.9,
     epsilon=1e-5,
     kernel_initializer=None,
+    weight_decay=0.0,
+    last_long_memory=True,
 ):
     """The stacked IndRNN of the CVPR 2018 paper (6 x 128 for MNIST).
 
@@ -72,7 +74,8 @@ def plain_indrnn(
         dropout: Rate in `[0, 1)` of the dropout after each layer, with one
             mask per sequence.
         bn, normalization, recurrent_max_abs, return_sequences, stateful,
-        momentum, epsilon, kernel_initializer: See `Options` below.
+        momentum, epsilon, kernel_initializer, weight_decay,
+        last_long_memory: See `Options` below.
 
     Returns:
         The last step `(batch, units)`, or with `return_sequences` the whole
@@ -90,6 +93,8 @@ def plain_indrnn(
         momentum,
         epsilon,
         kernel_initializer,
+        weight_decay,
+        last_long_memory,
     )
     _check_rates(dropout=dropout)
     x = inputs
@@ -114,6 +119,8 @@ def residual_indrnn(
     momentum=0.9,
     epsilon=1e-5,
     kernel_initializer=None,
+    weight_decay=0.0,
+    last_long_memory=True,
 ):
     """The residual IndRNN of the Deep IndRNN paper, pre-activation blocks.
 
@@ -132,7 +139,8 @@ def residual_indrnn(
         last_dropout: Rate of the dropout after the last recurrence
             (default: `dropout`).
         bn, normalization, recurrent_max_abs, return_sequences, stateful,
-        momentum, epsilon, kernel_initializer: See `Options` below.
+        momentum, epsilon, kernel_initializer, weight_decay,
+        last_long_memory: See `Options` below.
     """
     _check_count(blocks, "blocks")
     _check_count(units, "units")
@@ -148,6 +156,8 @@ def residual_indrnn(
         momentum,
         epsilon,
         kernel_initializer,
+        weight_decay,
+        last_long_memory,
     )
     x = options.projection(inputs, units)
     for _ in range(blocks):
@@ -181,6 +191,8 @@ def dense_indrnn(
     momentum=0.9,
     epsilon=1e-5,
     kernel_initializer=None,
+    weight_decay=0.0,
+    last_long_memory=True,
 ):
     """The densely connected IndRNN of the Deep IndRNN paper.
 
@@ -205,7 +217,8 @@ def dense_indrnn(
             Rates of the dropout after the growth layers, the first layer,
             the bottleneck layers and the transitions.
         bn, normalization, recurrent_max_abs, return_sequences, stateful,
-        momentum, epsilon, kernel_initializer: See `Options` below.
+        momentum, epsilon, kernel_initializer, weight_decay,
+        last_long_memory: See `Options` below.
     """
     if isinstance(blocks, numbers.Integral) or not blocks:
         raise ValueError(
@@ -235,6 +248,8 @@ def dense_indrnn(
         momentum,
         epsilon,
         kernel_initializer,
+        weight_decay,
+        last_long_memory,
     )
     x = options.layer(inputs, initial_features, project=True)
     x = _dropout(x, first_dropout)
@@ -271,10 +286,8 @@ class Options:
             `"auto"` (default) for the papers' `2 ** (1 / T)` with `T` the
             input's static timesteps, or a positive number, which also
             serves inputs of varying length.
-        return_sequences: Whether the builder returns every step; by
-            default only the last, and then (for a bound above 1) the last
-            IndRNN layer starts with long memories, `u` drawn from
-            `U(1 / bound, bound)` instead of `U(0, bound)`.
+        return_sequences: Whether the builder returns every step (default:
+            only the last).
         stateful: Whether every IndRNN layer carries its state from one
             batch to the next (truncated backpropagation through time, as
             the papers' language models); needs a static batch size.
@@ -282,6 +295,21 @@ class Options:
             PyTorch's, which the authors use.
         kernel_initializer: Of every projection; default the authors'
             (`authors_kernel_initializer`).
+        weight_decay: Non-negative float (default 0). L2 weight decay
+            coupled into the gradient, as PyTorch's `Adam(weight_decay=...)`
+            that the authors train with (1e-4): every projection kernel and
+            batch-norm scale gets `keras.regularizers.L2(weight_decay / 2)`,
+            whose gradient is `weight_decay * w`, before the optimizer sees
+            it. `u` and the biases are not decayed, as in the authors' code.
+            Keras's `AdamW` (`weight_decay` of the optimizer) decays
+            decoupled from the gradient, which is another recipe. The
+            classifier is yours: give its kernel the same regularizer to
+            decay it as the authors do.
+        last_long_memory: Whether the last IndRNN layer starts with long
+            memories, `u` drawn from `U(1 / bound, bound)` instead of
+            `U(0, bound)` (default `True`, as the papers say). Only when the
+            builder returns the last step and the bound is above 1, which
+            leaves room for that range.
     """
 
     bn: str
@@ -292,6 +320,8 @@ class Options:
     momentum: float
     epsilon: float
     kernel_initializer: object
+    weight_decay: float = 0.0
+    last_long_memory: bool = True
 
     @classmethod
     def of(
@@ -305,6 +335,8 @@ class Options:
         momentum,
         epsilon,
         kernel_initializer,
+        weight_decay,
+        last_long_memory,
     ):
         if bn not in BN_PLACEMENTS:
             raise ValueError(
@@ -334,6 +366,15 @@ class Options:
             bound = 2.0 ** (1.0 / timesteps)
         if kernel_initializer is None:
             kernel_initializer = authors_kernel_initializer()
+        if (
+            isinstance(weight_decay, bool)
+            or not isinstance(weight_decay, numbers.Real)
+            or not 0 <= weight_decay < float("inf")
+        ):
+            raise ValueError(
+                "Invalid value for argument `weight_decay`: expected a "
+                f"non-negative finite number, got {weight_decay!r}."
+            )
         return cls(
             bn,
             normalization,
@@ -343,19 +384,34 @@ class Options:
             momentum,
             epsilon,
             kernel_initializer,
+            float(weight_decay),
+            bool(last_long_memory),
         )
+
+    def regularizer(self):
+        """The weight decay as a Keras regularizer, or `None` without one."""
+        if not self.weight_decay:
+            return None
+        return keras.regularizers.L2(self.weight_decay / 2)
 
     def projection(self, x, units):
         """A projection over time, with a bias (the authors' Linear)."""
         return keras.layers.Dense(
-            units, kernel_initializer=self.kernel_initializer
+            units,
+            kernel_initializer=self.kernel_initializer,
+            kernel_regularizer=self.regularizer(),
         )(x)
 
     def layer(self, x, units, project, last=False):
         """One IndRNN layer of the papers, returning every step: with
         `project`, its own projection first."""
         # Only a bound above 1 leaves room for U(1 / bound, bound).
-        long_memory = last and not self.return_sequences and self.bound > 1
+        long_memory = (
+            last
+            and self.last_long_memory
+            and not self.return_sequences
+            and self.bound > 1
+        )
         recurrent_initializer = RecurrentUniform(
             self.bound, minval=1.0 / self.bound if long_memory else 0.0
         )
@@ -378,6 +434,7 @@ class Options:
             use_kernel=project,
             use_bias=project,
             kernel_initializer=self.kernel_initializer,
+            kernel_regularizer=self.regularizer() if project else None,
             recurrent_max_abs=self.bound,
             recurrent_initializer=recurrent_initializer,
             return_sequences=True,
@@ -390,10 +447,14 @@ class Options:
             return x
         if self.normalization == "framewise":
             return FramewiseBatchNormalization(
-                momentum=self.momentum, epsilon=self.epsilon
+                momentum=self.momentum,
+                epsilon=self.epsilon,
+                gamma_regularizer=self.regularizer(),
             )(x)
         return keras.layers.BatchNormalization(
-            momentum=self.momentum, epsilon=self.epsilon
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+            gamma_regularizer=self.regularizer(),
         )(x)
 
     def output(self, x):

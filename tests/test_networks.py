@@ -195,3 +195,60 @@ def test_bad_hyperparameters(build, kwargs, argument):
 def test_auto_bound_needs_static_timesteps():
     with pytest.raises(ValueError, match="recurrent_max_abs='auto'"):
         plain_indrnn(keras.Input((None, 2)))
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("normalization", ["batch", "framewise"])
+def test_weight_decay_reaches_kernels_and_scales_only(name, normalization):
+    build, kwargs = NETWORKS[name]
+    decay = 1e-4
+    model = classifier(
+        build, normalization=normalization, weight_decay=decay, **kwargs
+    )
+    decayed = {}
+    for layer in model.layers:
+        for attribute in ("kernel_regularizer", "gamma_regularizer"):
+            regularizer = getattr(layer, attribute, None)
+            if regularizer is not None:
+                owner = getattr(layer, "cell", layer)  # IndRNN's is its cell's
+                weight = owner.kernel if "kernel" in attribute else owner.gamma
+                decayed[weight.path] = regularizer
+    expected = {
+        w.path
+        for w in model.trainable_weights
+        if w.path.endswith(("/kernel", "/gamma"))
+        and not w.path.startswith(model.layers[-1].name)  # the classifier
+    }
+    assert set(decayed) == expected and expected
+    # Coupled as PyTorch's Adam(weight_decay=1e-4): the penalty's gradient
+    # is weight_decay * w, so the penalty is weight_decay / 2 * sum(w ** 2).
+    w = np.arange(6.0, dtype="float32").reshape(2, 3)
+    for regularizer in decayed.values():
+        penalty = float(keras.ops.convert_to_numpy(regularizer(w)))
+        assert penalty == pytest.approx(decay / 2 * np.sum(w**2))
+    # u and the biases are not decayed: every penalty comes from the above.
+    assert len(model.losses) == len(decayed)
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_without_weight_decay_nothing_is_regularized(name):
+    build, kwargs = NETWORKS[name]
+    assert not classifier(build, **kwargs).losses
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_last_layer_drawn_like_the_others_without_long_memory(name):
+    build, kwargs = NETWORKS[name]
+    model = classifier(
+        build, timesteps=16, features=2, last_long_memory=False, **kwargs
+    )
+    bound = 2 ** (1 / 16)
+    for layer in indrnn_layers(model):
+        initializer = layer.cell.recurrent_initializer
+        assert (initializer.minval, initializer.maxval) == (0.0, bound)
+
+
+@pytest.mark.parametrize("weight_decay", [-1e-4, float("inf"), "1e-4", True])
+def test_bad_weight_decay(weight_decay):
+    with pytest.raises(ValueError, match="`weight_decay`"):
+        plain_indrnn(keras.Input((8, 2)), weight_decay=weight_decay)

@@ -22,6 +22,88 @@ def test_idx_files_round_trip(tmp_path):
     )
 
 
+def test_pixel_scales():
+    images = np.array([0, 1, 128, 255], "uint8").repeat(196).reshape(1, 28, 28)
+    order = mnist_data.pixel_order(False)
+    unit = mnist_data.pixel_sequences(images, order, "unit")[0, ::196, 0]
+    np.testing.assert_allclose(unit, [0, 1 / 255, 128 / 255, 1], rtol=1e-6)
+    # The authors': k / 256 * 2 - 1, in [-1, 1).
+    signed = mnist_data.pixel_sequences(images, order, "signed")[0, ::196, 0]
+    np.testing.assert_allclose(signed, [-1, -127 / 128, 0, 127 / 128])
+    with pytest.raises(ValueError, match="`scale`"):
+        mnist_data.pixel_sequences(images, order, "bytes")
+
+
+@pytest.mark.parametrize("model", sequential_mnist.MODELS)
+def test_recipe_flags_reach_every_layer(model):
+    from keras_indrnn.inspection import indrnn_layers
+
+    flags = sequential_mnist.parse_flags(
+        [
+            "--output",
+            "unused",
+            "--model",
+            model,
+            "--bound-magnitude",
+            "5",
+            "--last-layer-init",
+            "uniform",
+            "--weight-decay",
+            "1e-4",
+        ]
+    )[1]
+    bound, recipe = sequential_mnist.recipe_of(flags)
+    assert bound == pytest.approx(5 ** (1 / 784))
+    built = sequential_mnist.build_model(model, 4, bound, recipe)
+    for layer in indrnn_layers(built):
+        assert layer.recurrent_max_abs == pytest.approx(bound)
+        initializer = layer.cell.recurrent_initializer
+        assert initializer.minval == 0.0  # the last layer too
+    decayed = [
+        layer
+        for layer in built.layers
+        if getattr(layer, "kernel_regularizer", None)
+        or getattr(layer, "gamma_regularizer", None)
+    ]
+    # Every projection, batch norm and the classifier; u and biases never.
+    projections = [
+        layer
+        for layer in built.layers
+        if isinstance(layer, keras.layers.Dense)
+        or getattr(layer, "use_kernel", False)
+    ]
+    norms = [
+        layer
+        for layer in built.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert set(decayed) == set(projections + norms)
+    assert built.layers[-1] in decayed  # the classifier
+    assert len(built.losses) == len(decayed)
+
+
+@pytest.mark.parametrize("pixels, low", [("unit", 0.0), ("signed", -1.0)])
+def test_pixels_flag_reaches_every_split(mnist_idx_dir, pixels, low):
+    parser, flags = sequential_mnist.parse_flags(
+        ["--output", "unused", "--data-dir", str(mnist_idx_dir)]
+        + ["--pixels", pixels]
+    )
+    for x, _ in sequential_mnist.load_data(parser, flags):
+        assert x.min() == low and x.max() <= 1.0
+
+
+def test_default_recipe_is_the_papers():
+    flags = sequential_mnist.parse_flags(["--output", "unused"])[1]
+    bound, recipe = sequential_mnist.recipe_of(flags)
+    assert bound == pytest.approx(2 ** (1 / 784))
+    assert recipe == {"weight_decay": 0.0, "last_long_memory": True}
+    assert flags.pixels == "unit"
+    flags = sequential_mnist.parse_flags(
+        ["--output", "unused", "--recurrent-max-abs", "1.5"]
+    )[1]
+    assert sequential_mnist.recipe_of(flags)[0] == 1.5
+
+
 def test_pixel_orders():
     images = np.arange(2 * 784).reshape(2, 28, 28) % 256
     plain = mnist_data.pixel_order(False)
@@ -92,6 +174,16 @@ def test_corrupt_idx_file_is_a_usage_error(mnist_idx_dir, tmp_path, capsys):
         (["--units", "0"], "argument --units"),
         (["--model", "wide"], "argument --model: invalid choice"),
         (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--bound-magnitude", "0"], "argument --bound-magnitude: expected"),
+        (["--bound-magnitude", "-5"], "argument --bound-magnitude: expected"),
+        (["--recurrent-max-abs", "0"], "argument --recurrent-max-abs"),
+        (
+            ["--recurrent-max-abs", "1", "--bound-magnitude", "5"],
+            "not allowed with argument",
+        ),
+        (["--weight-decay", "-1e-4"], "argument --weight-decay: expected"),
+        (["--last-layer-init", "zeros"], "argument --last-layer-init"),
+        (["--pixels", "bytes"], "argument --pixels: invalid choice"),
     ],
 )
 def test_bad_flags_are_usage_errors(tmp_path, capsys, flags, message):
