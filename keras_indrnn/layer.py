@@ -78,11 +78,16 @@ class IndRNN(keras.layers.RNN):
             sequence backwards and return the reversed sequence.
         stateful: Boolean (default `False`). If `True`, the last state for
             each sample at index i in a batch will be used as the initial
-            state for the sample of index i in the following batch. Unlike
-            Keras's own RNN layers, the state is a non-trainable weight of
-            the layer (listed before the cell's weights): so it carries
-            over between batches of `fit` and `predict` on JAX too, and
-            `.keras` files keep it.
+            state for the sample of index i in the following batch. As in
+            Keras's own RNN layers, the state is no weight: `get_weights`,
+            `set_weights`, `save_weights` and `load_weights` move the
+            weights between stateful layers of any batch size and their
+            stateless twins, and `.keras` files do not keep the state (a
+            loaded model starts from zeros, also from a file of
+            keras_indrnn 0.2.0, which saved it). Unlike theirs, the state
+            is one of the layer's `non_trainable_variables`, so it carries
+            over between the batches of `fit`, `evaluate` and `predict` on
+            JAX too. `reset_state()` sets it to zeros.
         unroll: Boolean (default `False`). If `True`, the cell is stepped in
             an unrolled Python loop, as `keras.layers.SimpleRNN` does; this
             bypasses the fast recurrence and suits only short sequences.
@@ -205,20 +210,36 @@ class IndRNN(keras.layers.RNN):
                 warnings.warn(note, stacklevel=2)
         super().build(sequences_shape, initial_state_shape)
 
-    def _create_state_variables(self, batch_size):
-        # `keras.layers.RNN` creates the state variables untracked, so JAX's
-        # stateless training and prediction steps, which thread only the
-        # tracked variables, drop every state update. Tracked, the state
-        # is carried on every engine.
-        self.states = [
-            keras.Variable(
-                state,
-                trainable=False,
-                dtype=self.variable_dtype,
-                name="rnn_state",
-            )
-            for state in self.get_initial_state(batch_size)
-        ]
+    @property
+    def variables(self):
+        # `keras.layers.RNN` creates a stateful layer's state variables
+        # untracked, so that they are no weights (`weights`, `get_weights`,
+        # `save_own_variables` do not see them) and weights move between
+        # batch sizes. JAX's stateless training, evaluation and prediction
+        # steps thread `non_trainable_variables`, made from `variables`:
+        # listed here, as Keras lists the states of `SeedGenerator`s, the
+        # state is carried on JAX too, and stays out of the weights.
+        variables = super().variables
+        seen = {id(v) for v in variables}
+        # `RNN` sets `states` for a stateful layer only.
+        states = getattr(self, "states", None)
+        if states is not None:
+            variables += [s for s in tree.flatten(states) if id(s) not in seen]
+        return variables
+
+    def load_own_variables(self, store):
+        # keras_indrnn 0.2.0 tracked the state as the layer's own variable
+        # (its weights are the cell's), so its files hold a stateful
+        # layer's state here, one `(batch, units)` entry. It is no weight
+        # now: such a file loads into a layer of any batch size, stateful
+        # or not, and the layer's state stays as it is, as Keras's
+        # `load_weights` leaves a stateful RNN's.
+        own = self._trainable_variables + self._non_trainable_variables
+        if not own and list(store.keys()) == ["0"]:
+            shape = tuple(store["0"].shape)
+            if len(shape) == 2 and shape[1] == self.units:
+                return
+        super().load_own_variables(store)
 
     def _check_initial_state(self, initial_state, batch_size):
         states = tree.flatten(initial_state)
@@ -255,9 +276,48 @@ class IndRNN(keras.layers.RNN):
         self._check_sequences_shape(sequences.shape)
         if initial_state is not None:
             self._check_initial_state(initial_state, sequences.shape[0])
+        if self.stateful and engines.export_format() == "onnx":
+            return self._call_without_state_update(
+                sequences, initial_state, mask, training
+            )
         return super().call(
             sequences, mask=mask, training=training, initial_state=initial_state
         )
+
+    def _call_without_state_update(
+        self, sequences, initial_state, mask, training
+    ):
+        # An ONNX graph holds no variables: the exporters freeze the state
+        # into a constant, and a state update traced for one does harm. On
+        # TensorFlow the `AssignVariableOp` makes TF's freezing fail after
+        # it has taken the loop's functions out of the eager context:
+        # tf2onnx falls back and writes a good file, but at exit each of
+        # those functions prints an `InvalidArgumentError`. On JAX the
+        # update leaves a tracer in the state variable; on PyTorch the
+        # trace runs it, so exporting moves the state on. So a trace for
+        # ONNX starts from the state, as a stateful call does, and leaves
+        # it as it is.
+        # `RNN.call` checks the batch size of a stateful call only.
+        batch, expected = sequences.shape[0], self._expected_batch_size
+        if None not in (batch, expected) and batch != expected:
+            raise ValueError(
+                f"This stateful IndRNN holds a state for batches of "
+                f"{expected}, but `sequences` has batch size {batch} (shape "
+                f"{tuple(sequences.shape)}). Export it with an input "
+                f"signature of batch size {expected}."
+            )
+        if initial_state is None:
+            initial_state = self.states
+        self.stateful = False
+        try:
+            return super().call(
+                sequences,
+                mask=mask,
+                training=training,
+                initial_state=initial_state,
+            )
+        finally:
+            self.stateful = True
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if self.unroll or not has_fast_path(self.cell.activation):

@@ -58,9 +58,10 @@ def random_weights(rng, features, units, u_max=1.3):
 
 
 def set_weights(layer, input_shape, weights):
-    # The cell's: a stateful IndRNN also holds its state as a weight.
+    # The layer's weights are the cell's, stateful or not: the state is no
+    # weight (tests/test_stateful_weights.py).
     layer.build(input_shape)
-    layer.cell.set_weights([w.astype("float32") for w in weights])
+    layer.set_weights([w.astype("float32") for w in weights])
 
 
 def random_mask(rng, batch, steps):
@@ -205,7 +206,7 @@ def test_stateful_batch_of_one_from_a_dataset(rng, implementation):
     )
     inputs = keras.Input(batch_shape=(1, 4, features))
     model = keras.Model(inputs, layer(inputs))
-    layer.cell.set_weights(weights)
+    model.set_weights(weights)
     model.compile(loss="mse")
 
     class Windows(keras.utils.PyDataset):
