@@ -95,14 +95,15 @@ def choose_implementation(implementation, activation, timesteps):
 
     The parallel scan does more arithmetic than the loop in exchange for
     log depth; that pays only where the cost of a step is its launch
-    (accelerators), never on CPUs (`benchmarks/results/`).
+    (accelerators without a fused loop kernel), never on CPUs
+    (`benchmarks/results/`). The engine says which (`prefers_parallel`).
     """
     if implementation != "auto":
         return implementation
     if (
         clip_form(activation) is not None
         and timesteps is not None
-        and engines.current().on_accelerator()
+        and engines.current().prefers_parallel()
     ):
         return "parallel"
     return "sequential"

@@ -204,11 +204,12 @@ def test_outputs_keep_the_input_dtype_and_device(rng, implementation, dtype):
 
 def test_auto_follows_the_documented_rule():
     choose = recurrence.choose_implementation
-    on_gpu = engines.current().on_accelerator()
+    parallel = engines.current().prefers_parallel()
+    assert not parallel or engines.current().on_accelerator()
     assert choose("auto", activations.tanh, 100) == "sequential"
     assert choose("auto", activations.relu, None) == "sequential"
     assert choose("auto", activations.relu, 100) == (
-        "parallel" if on_gpu else "sequential"
+        "parallel" if parallel else "sequential"
     )
     assert choose("parallel", activations.relu, 100) == "parallel"
 

@@ -23,6 +23,10 @@ backend) provides the same names:
   which formats those are; `export_format()` says which one
   `keras.Model.export` is writing).
 - `on_accelerator()`: whether Keras computes on a GPU or TPU.
+- `prefers_parallel()`: whether `implementation="auto"` picks the
+  parallel scan (for activations that have it): where every step of a
+  loop costs kernel launches, on accelerators, unless the engine runs the
+  whole loop in one fused kernel on the device.
 - `custom_gradient(fn)`: like `keras.ops.custom_gradient`, with `fn(*args)`
   returning `(outputs, grad)`, `outputs` a tuple of tensors, and
   `grad(upstreams)` taking the tuple of their gradients (zeros for an

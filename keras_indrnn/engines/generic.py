@@ -40,6 +40,10 @@ def on_accelerator():
     return False
 
 
+def prefers_parallel():
+    return False
+
+
 def custom_gradient(fn):
     def with_keras_signature(*args):
         outputs, grad = fn(*args)

@@ -65,6 +65,10 @@ def on_accelerator():
     return jax.default_backend() != "cpu"
 
 
+def prefers_parallel():
+    return on_accelerator()
+
+
 def float64_dtype_note():
     if jax.config.jax_enable_x64:
         return None

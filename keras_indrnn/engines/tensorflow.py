@@ -62,10 +62,10 @@ def _xla_loop(step, initial, sequences, constants, reverse):
 
     def body(i, carry, ys):
         t = length - 1 - i if reverse else i
-        xs = (tf.gather(x, t, axis=1) for x in sequences)
+        start = tf.concat([[0, t], zero], axis=0)
+        xs = (_read_step(x, t) for x in sequences)
         carry, y_t = step(carry, *xs, *constants)
         _keep_shapes(carry, initial)
-        start = tf.concat([[0, t], zero], axis=0)
         ys = xla.dynamic_update_slice(ys, tf.expand_dims(y_t, 1), start)
         return i + 1, carry, ys
 
@@ -76,6 +76,17 @@ def _xla_loop(step, initial, sequences, constants, reverse):
         maximum_iterations=length,
     )
     return carry, ys
+
+
+def _read_step(x, t):
+    """`x[:, t]` as a slice, which XLA compiles to a dynamic slice: its
+    CPU code for a gather costs several times a step's arithmetic. (A
+    `tf.slice`, not XLA's own op, so that the TFLite converter can take
+    the loop.)"""
+    shape = tf.shape(x)
+    start = tf.concat([[0, t], tf.zeros([len(x.shape) - 2], tf.int32)], 0)
+    size = tf.concat([shape[:1], [1], shape[2:]], 0)
+    return tf.squeeze(tf.slice(x, start, size), 1)
 
 
 def portable_time_loop(step, initial, sequences, constants=(), reverse=False):
@@ -116,6 +127,10 @@ def exporting():
 
 def on_accelerator():
     return bool(tf.config.list_logical_devices("GPU"))
+
+
+def prefers_parallel():
+    return on_accelerator()
 
 
 def float64_dtype_note():

@@ -17,6 +17,13 @@ slower, and the projections' gradients would inherit them.
 Exporters that trace the model (ONNX, `torch.jit.trace`, `torch.export`)
 do not follow writes through views, so while exporting the recurrence runs
 the portable loop of out-of-place operations instead.
+
+The fused loops run, in this order of preference, as the Triton kernels
+on CUDA tensors (`keras_indrnn.engines.torch_triton`), as Numba-compiled
+loops on CPU tensors (`keras_indrnn.engines.torch_numba`), and as the
+TorchScript loops below wherever those do not serve (another device,
+`torch.compile`, a missing or failing compiler, or an environment
+variable that switches one off).
 """
 
 import contextlib
@@ -47,7 +54,7 @@ def portable_forward(z, u, h0, mask, kind, form):
     Python loop instead."""
     if not _tracing():
         return None
-    a, c, lo, hi = _form_floats(form)
+    a, c, lo, hi = form_floats(form)
     if mask is None:
         return _scripted("portable_forward")(z, u, h0, kind, a, c, lo, hi)
     # Its own function: the ONNX exporter writes an optional tensor that
@@ -59,6 +66,18 @@ def portable_forward(z, u, h0, mask, kind, form):
 
 def on_accelerator():
     return not str(get_device()).startswith("cpu")
+
+
+def prefers_parallel():
+    # The scan does several times the loop's arithmetic and memory traffic
+    # in exchange for log depth: that pays where each step of the loop
+    # costs kernel launches (the TorchScript loop on a GPU), not where one
+    # launch runs the whole loop (the Triton kernels).
+    if not on_accelerator():
+        return False
+    from keras_indrnn.engines import torch_triton
+
+    return not torch_triton.serves(get_device())
 
 
 def float64_dtype_note():
@@ -103,16 +122,28 @@ class _CustomGradient(torch.autograd.Function):
 
 
 def fused_forward(z, u, h0, mask, kind, form):
-    a, c, lo, hi = _form_floats(form)
-    with _denormals_flushed():
+    for binding in _bindings():
+        if binding.takes(z, u, h0, mask):
+            states = binding.forward(z, u, h0, mask, kind, form)
+            if states is not None:
+                return states
+    a, c, lo, hi = form_floats(form)
+    with denormals_flushed():
         return _scripted("forward")(
             z.contiguous(), u, h0, mask, kind, a, c, lo, hi
         )
 
 
 def fused_backward(upstream, final_adjoint, states, u, h0, mask, kind, form):
-    a, c, lo, hi = _form_floats(form)
-    with _denormals_flushed():
+    for binding in _bindings():
+        if binding.takes(upstream, final_adjoint, states, u, h0, mask):
+            grads = binding.backward(
+                upstream, final_adjoint, states, u, h0, mask, kind, form
+            )
+            if grads is not None:
+                return grads
+    a, c, lo, hi = form_floats(form)
+    with denormals_flushed():
         return _scripted("backward")(
             upstream.contiguous(),
             final_adjoint,
@@ -127,12 +158,31 @@ def fused_backward(upstream, final_adjoint, states, u, h0, mask, kind, form):
         )
 
 
-def _form_floats(form):
+def _bindings():
+    """The modules of the compiled kernels, most preferred first: each
+    says which tensors it takes, and returns `None` where it failed."""
+    # Imported here: they import this module.
+    from keras_indrnn.engines import torch_numba
+    from keras_indrnn.engines import torch_triton
+
+    return torch_triton, torch_numba
+
+
+def check_shape(name, x, *shapes):
+    if tuple(x.shape) not in [tuple(shape) for shape in shapes]:
+        expected = " or ".join(str(tuple(shape)) for shape in shapes)
+        raise ValueError(
+            f"Argument `{name}` of the fused IndRNN kernel: expected shape "
+            f"{expected}, got {tuple(x.shape)}."
+        )
+
+
+def form_floats(form):
     return (1.0, 0.0, -math.inf, math.inf) if form is None else form
 
 
 @contextlib.contextmanager
-def _denormals_flushed():
+def denormals_flushed():
     """Flushes denormals on this thread, which runs the loops' kernels, and
     restores the setting after."""
     # torch has no getter: a denormal times one is zero when flushing.
