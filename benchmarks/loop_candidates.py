@@ -1,25 +1,30 @@
-"""Candidates for the time loop of one engine, timed side by side.
+"""Candidates for the recurrence's time loops, timed side by side.
 
-PyTorch (`--backend torch`): one IndRNN layer's recurrence, forward and
-backward (`keras_indrnn.recurrence.indrnn_recurrence` under autograd),
-with the engine's fused kernels swapped for each candidate:
+For one engine (one worker subprocess, since Keras fixes its backend at
+import), this times a training step (`train_on_batch`: forward, backward,
+Adam) and an inference step (`predict_on_batch`) of the benchmark's model
+(`benchmarks/models.py`: T=784, 2 IndRNN layers of 128, batch 32 by
+default) with each candidate swapped in, against the dense floor, all
+round-robin after warm-up, medians kept. The candidates:
 
-- `torchscript`: the kernels compiled by `torch.jit.script` (what the
-  engine uses);
-- `python`: the same kernels run by the Python interpreter;
-- `torch.compile`: the same kernels compiled by `torch.compile` (Inductor
-  needs a C++ compiler at run time on CPUs);
-- `keras.ops`: no fused kernels: the generic loop of `keras.ops` calls.
-
-TensorFlow (`--backend tensorflow`): a training step of the benchmark's
-IndRNN model with only the time loop XLA-compiled (what the engine does
-inside a plain graph) against the whole step XLA-compiled
-(`jit_compile=True`: projection, loop and backward in one XLA function).
+- `engine`: what the package does on this engine today;
+- `chunked K`: the chunked scan of `benchmarks/chunked_scan.py` with
+  chunks of K steps, in place of the sequential loops (every engine);
+- PyTorch: `torchscript` (the TorchScript loops that Numba's kernels
+  replace on CPUs), `python` (the same loops run by the interpreter) and
+  `keras.ops` (no fused kernels: the generic loop of `keras.ops` calls);
+- TensorFlow: `gather` (the XLA loop reading each step with `tf.gather`,
+  as before `xla.dynamic_slice`) and `whole step XLA` (the model compiled
+  with `jit_compile=True`: projection, loop and backward in one XLA
+  function).
 
     python benchmarks/loop_candidates.py --backend torch
+
+writes `benchmarks/results/loop-candidates.json`, one entry per engine.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -30,123 +35,175 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+CHUNKS = (4, 16, 64)
 
-def _median_ms(fn, repeats):
+
+@contextlib.contextmanager
+def _patched(obj, **attributes):
+    saved = {name: getattr(obj, name) for name in attributes}
+    for name, value in attributes.items():
+        setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(obj, name, value)
+
+
+@contextlib.contextmanager
+def _environment(**variables):
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+def candidates(backend):
+    """`{name: (context, jit_compile)}`: the context swaps the candidate in
+    while a model is built, traced and run."""
+    import chunked_scan
+
+    from keras_indrnn import recurrence
+
+    found = {"engine": (contextlib.nullcontext, "auto")}
+    for chunk in CHUNKS:
+        states, backward = chunked_scan.patched_recurrence(chunk)
+        found[f"chunked {chunk}"] = (
+            lambda s=states, b=backward: _patched(
+                recurrence, _sequential_states=s, _sequential_backward=b
+            ),
+            "auto",
+        )
+    if backend == "torch":
+        from keras_indrnn.engines import torch as engine
+
+        kernels = dict(engine._KERNELS)
+        found["torchscript"] = (
+            lambda: _environment(KERAS_INDRNN_NUMBA="0"),
+            "auto",
+        )
+
+        @contextlib.contextmanager
+        def python_loops():
+            with _environment(KERAS_INDRNN_NUMBA="0"):
+                with _patched(engine, _scripted=lambda name: kernels[name]):
+                    yield
+
+        found["python"] = (python_loops, "auto")
+        found["keras.ops"] = (
+            lambda: _patched(engine, fused_forward=None, fused_backward=None),
+            "auto",
+        )
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        from keras_indrnn.engines import tensorflow as engine
+
+        def gathered():
+            # A new compiled loop, so that the variant is traced anew.
+            loop = tf.function(
+                engine._compiled_loop.python_function,
+                jit_compile=True,
+                autograph=False,
+            )
+            return _patched(
+                engine,
+                _read_step=lambda x, t: tf.gather(x, t, axis=1),
+                _compiled_loop=loop,
+            )
+
+        found["gather"] = (gathered, "auto")
+        found["whole step XLA"] = (contextlib.nullcontext, True)
+    return found
+
+
+def _median_ms(times):
     import numpy as np
 
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times))
 
 
-def torch_candidates(args):
+def run(args):
     import keras
-    import numpy as np
-    import torch
-
-    from keras_indrnn import recurrence
-    from keras_indrnn.engines import torch as engine
-
-    rng = np.random.default_rng(0)
-    shape = (args.batch_size, args.timesteps, args.units)
-    z = torch.tensor(rng.normal(size=shape), dtype=torch.float32)
-    u = torch.tensor(rng.uniform(0, 1, size=args.units), dtype=torch.float32)
-    h0 = torch.zeros(args.batch_size, args.units)
-    probe = torch.tensor(rng.normal(size=shape), dtype=torch.float32)
-
-    def step():
-        zz = z.clone().requires_grad_()
-        uu = u.clone().requires_grad_()
-        _, outputs, _ = recurrence.indrnn_recurrence(
-            zz, uu, h0, keras.activations.relu
-        )
-        (outputs * probe).sum().backward()
-
-    kernels = dict(engine._KERNELS)
-    compiled = {}
-
-    def with_kernels(make):
-        def fused(name):
-            if name not in compiled:
-                compiled[name] = make(kernels[name])
-            return compiled[name]
-
-        return fused
-
-    candidates = {
-        "torchscript": engine._scripted,
-        "python": lambda name: kernels[name],
-        "torch.compile": with_kernels(torch.compile),
-    }
-    results = {}
-    saved = (engine._scripted, engine.fused_forward, engine.fused_backward)
-    for name, scripted in candidates.items():
-        if name in args.skip:
-            results[name] = {"skipped": "--skip"}
-            continue
-        compiled.clear()
-        engine._scripted = scripted
-        try:
-            start = time.perf_counter()
-            step()
-            first = time.perf_counter() - start
-            results[name] = {
-                "ms": _median_ms(step, args.repeats),
-                "first_call_s": first,
-            }
-        except Exception as error:  # noqa: BLE001 - a loser, recorded
-            results[name] = {"error": f"{type(error).__name__}: {error}"}
-        engine._scripted = saved[0]
-        print(name, results[name], file=sys.stderr, flush=True)
-    engine.fused_forward = engine.fused_backward = None
-    results["keras.ops"] = {"ms": _median_ms(step, args.repeats)}
-    engine.fused_forward, engine.fused_backward = saved[1:]
-    return results
-
-
-def tensorflow_candidates(args):
     import numpy as np
     from models import build_model
 
     rng = np.random.default_rng(0)
-    x = rng.uniform(size=(args.batch_size, args.timesteps, 2)).astype("float32")
+    shape = (args.batch_size, args.timesteps, args.features)
+    x = rng.uniform(size=shape).astype("float32")
     y = rng.uniform(size=(args.batch_size, 1)).astype("float32")
-    results = {}
-    for name, jit in (("loop only XLA", False), ("whole step XLA", True)):
-        models = {
-            model: build_model(model, args.timesteps, 2, args.units, 2, jit)
-            for model in ("indrnn_sequential", "dense_floor")
-        }
-        times = {
-            model: _median_ms(lambda m=m: m.train_on_batch(x, y), args.repeats)
-            for model, m in models.items()
-        }
-        results[name] = {
-            "ms": times["indrnn_sequential"],
-            "dense_floor_ms": times["dense_floor"],
-            "ratio": times["indrnn_sequential"] / times["dense_floor"],
-        }
+
+    def build(name, jit_compile):
+        keras.utils.set_random_seed(0)
+        return build_model(
+            name,
+            args.timesteps,
+            args.layers,
+            args.units,
+            args.features,
+            jit_compile,
+        )
+
+    entries = {"dense floor": (contextlib.nullcontext, "auto", "dense_floor")}
+    for name, (context, jit) in candidates(keras.backend.backend()).items():
+        if name not in args.skip:
+            entries[name] = (context, jit, "indrnn_sequential")
+    models, times, results = {}, {}, {}
+    for name, (context, jit, model_name) in entries.items():
+        try:
+            with context():
+                start = time.perf_counter()
+                model = build(model_name, jit)
+                model.train_on_batch(x, y)
+                model.predict_on_batch(x)
+                first = time.perf_counter() - start
+                model.train_on_batch(x, y)
+                model.predict_on_batch(x)
+        except Exception as error:  # noqa: BLE001 - a loser, recorded
+            results[name] = {"error": f"{type(error).__name__}: {error}"[:300]}
+            continue
+        models[name] = model
+        times[name] = {"train": [], "infer": []}
+        results[name] = {"first_call_s": first}
+    for _ in range(args.repeats):
+        for name, model in models.items():
+            with entries[name][0]():
+                t0 = time.perf_counter()
+                model.train_on_batch(x, y)
+                t1 = time.perf_counter()
+                model.predict_on_batch(x)
+                t2 = time.perf_counter()
+            times[name]["train"].append(t1 - t0)
+            times[name]["infer"].append(t2 - t1)
+    floor = {k: _median_ms(v) for k, v in times["dense floor"].items()}
+    for name, measured in times.items():
+        for kind, values in measured.items():
+            ms = _median_ms(values)
+            results[name][f"{kind}_ms"] = ms
+            results[name][f"{kind}_over_floor"] = ms / floor[kind]
         print(name, results[name], file=sys.stderr, flush=True)
     return results
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=["torch", "tensorflow"])
+    parser.add_argument("--backend", choices=["torch", "tensorflow", "jax"])
     parser.add_argument("--timesteps", type=int, default=784)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--features", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated candidates not to time (torch.compile "
-        "unrolls the whole loop and compiles for many minutes)",
+        help="comma-separated candidates not to time",
     )
     parser.add_argument("--worker", action="store_true")
     parser.add_argument(
@@ -157,8 +214,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.skip = set(filter(None, args.skip.split(",")))
     if args.worker:
-        run = {"torch": torch_candidates, "tensorflow": tensorflow_candidates}
-        print(json.dumps(run[args.backend](args)))
+        print(json.dumps(run(args)))
         return
     env = dict(os.environ, KERAS_BACKEND=args.backend, TF_CPP_MIN_LOG_LEVEL="3")
     env["PYTHONPATH"] = os.pathsep.join(
@@ -175,6 +231,7 @@ def main(argv=None):
     document[args.backend] = {
         "config": {
             "timesteps": args.timesteps,
+            "layers": args.layers,
             "units": args.units,
             "batch_size": args.batch_size,
             "cores": os.cpu_count(),

@@ -37,6 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from models import MODELS  # noqa: E402
 from models import build_model  # noqa: E402
+from models import environment  # noqa: E402
 
 # The sweep: sequence lengths at the size of the papers' tasks, and one
 # wide and deep network at a short length, where the matmuls dominate.
@@ -210,8 +211,9 @@ def run_sweep(job):
             for warm_up in range(2):
                 start = time.perf_counter()
                 try:
-                    block(model.train_on_batch(x, y))
-                    block(model.predict_on_batch(x))
+                    with environment(name):
+                        block(model.train_on_batch(x, y))
+                        block(model.predict_on_batch(x))
                 except Exception as error:  # recorded, and the sweep goes on
                     failed[name] = f"{type(error).__name__}: {error}"[:500]
                     dropped.add((name, config["layers"]))
@@ -220,12 +222,12 @@ def run_sweep(job):
                 # The first pass also compiles.
                 if warm_up and elapsed > job["slow_seconds"]:
                     dropped.add((name, config["layers"]))
-                    _time_step(model, x, y, times[name])
+                    _time_step(name, model, x, y, times[name])
                     break
         for _ in range(job["repeats"]):
             for name, model in models.items():
                 if (name, config["layers"]) not in dropped:
-                    _time_step(model, x, y, times[name])
+                    _time_step(name, model, x, y, times[name])
         for name in models:
             rows.append(_row(config, name, times[name]))
             if name in failed:
@@ -244,12 +246,13 @@ def run_sweep(job):
     }
 
 
-def _time_step(model, x, y, times):
-    t0 = time.perf_counter()
-    block(model.train_on_batch(x, y))
-    t1 = time.perf_counter()
-    block(model.predict_on_batch(x))
-    t2 = time.perf_counter()
+def _time_step(name, model, x, y, times):
+    with environment(name):
+        t0 = time.perf_counter()
+        block(model.train_on_batch(x, y))
+        t1 = time.perf_counter()
+        block(model.predict_on_batch(x))
+        t2 = time.perf_counter()
     times["train"].append(t1 - t0)
     times["infer"].append(t2 - t1)
 
@@ -291,8 +294,9 @@ def run_memory_probe(job):
         import torch
 
         torch.cuda.reset_peak_memory_stats()
-    model.train_on_batch(x, y)
-    model.train_on_batch(x, y)
+    with environment(job["model"]):
+        model.train_on_batch(x, y)
+        model.train_on_batch(x, y)
     if gpu:
         if backend == "torch":
             import torch

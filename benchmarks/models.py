@@ -8,8 +8,12 @@ and the dense floor, which replaces each recurrent layer by
 no recurrent layer can beat it.
 """
 
+import contextlib
+import os
+
 MODELS = {
     "indrnn_sequential": "IndRNN (sequential)",
+    "indrnn_torchscript": "IndRNN (sequential, TorchScript)",
     "indrnn_parallel": "IndRNN (parallel)",
     "indrnn_cell_rnn": "RNN(IndRNNCell)",
     "simple_rnn": "SimpleRNN",
@@ -17,6 +21,33 @@ MODELS = {
     "lstm": "LSTM",
     "dense_floor": "dense floor",
 }
+
+
+# Environment variables in force while a model runs; the PyTorch engine
+# reads them at each call. The TorchScript row is the PyTorch engine's
+# sequential loop with its compiled kernels (Triton, Numba) off.
+ENVIRONMENTS = {
+    "indrnn_torchscript": {
+        "KERAS_INDRNN_TRITON": "0",
+        "KERAS_INDRNN_NUMBA": "0",
+    },
+}
+
+
+@contextlib.contextmanager
+def environment(name):
+    """Sets model `name`'s environment variables while the block runs."""
+    variables = ENVIRONMENTS.get(name, {})
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def build_model(name, timesteps, layers, units, features, jit_compile="auto"):
@@ -29,11 +60,12 @@ def build_model(name, timesteps, layers, units, features, jit_compile="auto"):
     bound = 2 ** (1 / timesteps)
 
     def recurrent(return_sequences):
-        if name in ("indrnn_sequential", "indrnn_parallel"):
+        if name.startswith("indrnn_") and name != "indrnn_cell_rnn":
+            parallel = name == "indrnn_parallel"
             return IndRNN(
                 units,
                 recurrent_max_abs=bound,
-                implementation=name.split("_")[1],
+                implementation="parallel" if parallel else "sequential",
                 return_sequences=return_sequences,
             )
         if name == "indrnn_cell_rnn":

@@ -6,7 +6,8 @@ tables and a plot, and regenerates the README's benchmark table.
 
 Writes `<RESULTS>.md` and `<RESULTS>.png` beside the JSON file. With
 `--readme`, the table between the README's `<!-- benchmark table -->`
-markers is replaced by the headline numbers.
+markers is replaced by the headline numbers. A file of
+`benchmarks/layer_level.py` gets that script's tables in `<RESULTS>.md`.
 """
 
 import argparse
@@ -245,6 +246,15 @@ def main(argv=None):
     parser.add_argument("--readme", type=Path, help="README to update")
     args = parser.parse_args(argv)
     document = json.loads(args.results.read_text())
+    if document.get("benchmark") == "layer_level":
+        # A file of `benchmarks/layer_level.py`: its own tables, no plot,
+        # and no README table (that one is measure.py's).
+        if args.readme:
+            parser.error("--readme takes a file of measure.py")
+        import layer_level
+
+        print(layer_level.write_report(args.results))
+        return
     args.results.with_suffix(".md").write_text(markdown(document) + "\n")
     plot(document, args.results.with_suffix(".png"))
     if args.readme:
