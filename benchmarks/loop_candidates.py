@@ -1,11 +1,13 @@
 """Candidates for the recurrence's time loops, timed side by side.
 
-For one engine (one worker subprocess, since Keras fixes its backend at
-import), this times a training step (`train_on_batch`: forward, backward,
-Adam) and an inference step (`predict_on_batch`) of the benchmark's model
-(`benchmarks/models.py`: T=784, 2 IndRNN layers of 128, batch 32 by
-default) with each candidate swapped in, against the dense floor, all
-round-robin after warm-up, medians kept. The candidates:
+For one engine, this times a training step (`train_on_batch`: forward,
+backward, Adam) and an inference step (`predict_on_batch`) of the
+benchmark's model (`benchmarks/models.py`: T=784, 2 IndRNN layers of 128,
+batch 32 by default) with each candidate swapped in, against the dense
+floor: one worker subprocess per candidate (Keras fixes its backend at
+import, and no candidate's memory traffic disturbs another's timings),
+timing the candidate and the floor round-robin after warm-up, medians
+kept. The candidates:
 
 - `engine`: what the package does on this engine today;
 - `chunked K`: the chunked scan of `benchmarks/chunked_scan.py` with
@@ -13,10 +15,11 @@ round-robin after warm-up, medians kept. The candidates:
 - PyTorch: `torchscript` (the TorchScript loops that Numba's kernels
   replace on CPUs), `python` (the same loops run by the interpreter) and
   `keras.ops` (no fused kernels: the generic loop of `keras.ops` calls);
-- TensorFlow: `gather` (the XLA loop reading each step with `tf.gather`,
-  as before `xla.dynamic_slice`) and `whole step XLA` (the model compiled
-  with `jit_compile=True`: projection, loop and backward in one XLA
-  function).
+- TensorFlow: `xla loop` (the XLA-compiled `tf.while_loop` that Numba's
+  kernels replace on CPUs), `gather` (the same loop reading each step with
+  `tf.gather`, as before a slice) and `whole step XLA` (the model
+  compiled with `jit_compile=True`: projection, loop and backward in one
+  XLA function).
 
     python benchmarks/loop_candidates.py --backend torch
 
@@ -105,6 +108,12 @@ def candidates(backend):
 
         from keras_indrnn.engines import tensorflow as engine
 
+        found["xla loop"] = (
+            lambda: _environment(KERAS_INDRNN_NUMBA="0"),
+            "auto",
+        )
+
+        @contextlib.contextmanager
         def gathered():
             # A new compiled loop, so that the variant is traced anew.
             loop = tf.function(
@@ -112,11 +121,13 @@ def candidates(backend):
                 jit_compile=True,
                 autograph=False,
             )
-            return _patched(
-                engine,
-                _read_step=lambda x, t: tf.gather(x, t, axis=1),
-                _compiled_loop=loop,
-            )
+            with _environment(KERAS_INDRNN_NUMBA="0"):
+                with _patched(
+                    engine,
+                    _read_step=lambda x, t: tf.gather(x, t, axis=1),
+                    _compiled_loop=loop,
+                ):
+                    yield
 
         found["gather"] = (gathered, "auto")
         found["whole step XLA"] = (contextlib.nullcontext, True)
@@ -130,6 +141,10 @@ def _median_ms(times):
 
 
 def run(args):
+    """Times the dense floor and one candidate, `args.candidate`,
+    round-robin in this process: a candidate's ratio to the floor comes
+    from one process, and no other candidate's memory traffic (the chunked
+    scans' is heavy) disturbs its timings."""
     import keras
     import numpy as np
     from models import build_model
@@ -138,39 +153,33 @@ def run(args):
     shape = (args.batch_size, args.timesteps, args.features)
     x = rng.uniform(size=shape).astype("float32")
     y = rng.uniform(size=(args.batch_size, 1)).astype("float32")
-
-    def build(name, jit_compile):
-        keras.utils.set_random_seed(0)
-        return build_model(
-            name,
-            args.timesteps,
-            args.layers,
-            args.units,
-            args.features,
-            jit_compile,
-        )
-
-    entries = {"dense floor": (contextlib.nullcontext, "auto", "dense_floor")}
-    for name, (context, jit) in candidates(keras.backend.backend()).items():
-        if name not in args.skip:
-            entries[name] = (context, jit, "indrnn_sequential")
+    context, jit = candidates(keras.backend.backend())[args.candidate]
+    entries = {
+        "dense floor": (contextlib.nullcontext, "auto", "dense_floor"),
+        args.candidate: (context, jit, "indrnn_sequential"),
+    }
     models, times, results = {}, {}, {}
     for name, (context, jit, model_name) in entries.items():
-        try:
-            with context():
-                start = time.perf_counter()
-                model = build(model_name, jit)
+        with context():
+            keras.utils.set_random_seed(0)
+            start = time.perf_counter()
+            model = build_model(
+                model_name,
+                args.timesteps,
+                args.layers,
+                args.units,
+                args.features,
+                jit,
+            )
+            for _ in range(3):  # the first call compiles
                 model.train_on_batch(x, y)
                 model.predict_on_batch(x)
-                first = time.perf_counter() - start
-                model.train_on_batch(x, y)
-                model.predict_on_batch(x)
-        except Exception as error:  # noqa: BLE001 - a loser, recorded
-            results[name] = {"error": f"{type(error).__name__}: {error}"[:300]}
-            continue
+                if name not in results:
+                    results[name] = {
+                        "first_call_s": time.perf_counter() - start
+                    }
         models[name] = model
         times[name] = {"train": [], "infer": []}
-        results[name] = {"first_call_s": first}
     for _ in range(args.repeats):
         for name, model in models.items():
             with entries[name][0]():
@@ -187,8 +196,27 @@ def run(args):
             ms = _median_ms(values)
             results[name][f"{kind}_ms"] = ms
             results[name][f"{kind}_over_floor"] = ms / floor[kind]
-        print(name, results[name], file=sys.stderr, flush=True)
     return results
+
+
+def measure(args, candidate, env):
+    """One worker subprocess for `candidate`; its results, or the error."""
+    command = [
+        sys.executable,
+        __file__,
+        *sys.argv[1:],
+        "--worker",
+        "--candidate",
+        candidate,
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        return {"error": done.stderr.strip().splitlines()[-1][:300]}
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    row = measured[candidate]
+    row["dense_floor_train_ms"] = measured["dense floor"]["train_ms"]
+    row["dense_floor_infer_ms"] = measured["dense floor"]["infer_ms"]
+    return row
 
 
 def main(argv=None):
@@ -206,6 +234,8 @@ def main(argv=None):
         help="comma-separated candidates not to time",
     )
     parser.add_argument("--worker", action="store_true")
+    parser.add_argument("--candidate", help=argparse.SUPPRESS)
+    parser.add_argument("--list", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--output",
         type=Path,
@@ -213,6 +243,11 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     args.skip = set(filter(None, args.skip.split(",")))
+    if args.worker and args.list:
+        import keras
+
+        print(json.dumps(list(candidates(keras.backend.backend()))))
+        return
     if args.worker:
         print(json.dumps(run(args)))
         return
@@ -220,11 +255,19 @@ def main(argv=None):
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(HERE.parent), env.get("PYTHONPATH")) if p
     )
-    command = [sys.executable, __file__, "--worker", *sys.argv[1:]]
-    done = subprocess.run(
-        command, env=env, stdout=subprocess.PIPE, text=True, check=True
+    listed = subprocess.run(
+        [sys.executable, __file__, *sys.argv[1:], "--worker", "--list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    measured = {}
+    for candidate in json.loads(listed.stdout.strip().splitlines()[-1]):
+        if candidate in args.skip:
+            continue
+        measured[candidate] = measure(args, candidate, env)
+        print(candidate, measured[candidate], file=sys.stderr, flush=True)
     document = (
         json.loads(args.output.read_text()) if args.output.exists() else {}
     )

@@ -152,11 +152,8 @@ def indrnn_recurrence(
     dtype = _accumulation_dtype(out_dtype)
     engine = engines.current()
     exporting = engine.exporting()
-    loop_engine = (
-        implementation == "sequential"
-        and engine.fused_forward is None
-        and not exporting
-    )
+    fused = not exporting and _fused(engine)
+    loop_engine = implementation == "sequential" and not fused and not exporting
     in_loop = (
         loop_engine
         and kernel is not None
@@ -197,7 +194,9 @@ def indrnn_recurrence(
     else:
         names = tuple(operands)
         run = engine.custom_gradient(
-            _with_gradient(engine, activation, implementation, names)
+            _with_gradient(
+                _Decided(engine, fused), activation, implementation, names
+            )
         )
         states, final = run(*operands.values())
 
@@ -228,6 +227,27 @@ def indrnn_recurrence(
 # loop of engines that compile it: each step then reads `features` values
 # per sample instead of a materialized `units`-wide projection.
 PROJECTION_IN_LOOP_FEATURES = 8
+
+
+def _fused(engine):
+    """Whether the engine's fused kernels serve the call being traced or
+    run now."""
+    return engine.fused_forward is not None and engine.fused_serves()
+
+
+class _Decided:
+    """The engine, with whether its fused kernels serve decided once for a
+    forward pass and its backward pass: the backward pass runs where the
+    context may differ (TensorFlow's tape no longer records there)."""
+
+    def __init__(self, engine, fused):
+        self._engine, self._fused = engine, fused
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def fused_serves(self):
+        return self._fused
 
 
 def _accumulation_dtype(dtype):
@@ -351,7 +371,7 @@ def _sequential_states(
     bias=None,
     mask=None,
 ):
-    if engine.fused_forward is not None:
+    if _fused(engine):
         states = engine.fused_forward(
             sequences,
             recurrent_kernel,
@@ -459,7 +479,7 @@ def _sequential_backward(
 ):
     """Returns `(dL/dpre per step, dL/du per sample, dL/dh0)`;
     `final_adjoint` is the gradient that reaches the final state directly."""
-    if engine.fused_backward is not None:
+    if _fused(engine):
         return engine.fused_backward(
             upstream, final_adjoint, states, u, h0, mask, *_kind(activation)
         )

@@ -37,6 +37,9 @@ backend) provides the same names:
   forward recurrence, with `mask` `None` or boolean `(batch, time, 1)`,
   `kind` one of `"clip"`, `"tanh"`, `"sigmoid"`, and for `"clip"` the
   activation `clip(a * x + c, lo, hi)` given as `form = (a, c, lo, hi)`.
+- `fused_serves()`: where `fused_forward` is not `None`, whether the
+  fused kernels serve the call being traced or run now (else the time
+  loop runs).
 - `fused_backward`: `None`, or a kernel
   `fused_backward(upstream, final_adjoint, states, u, h0, mask, kind, form)`
   returning

@@ -10,6 +10,14 @@ needs a compiler at install time. The binding
 (`keras_indrnn.engines.torch`) hands them NumPy views of CPU tensors and
 runs them with denormals flushed, which the compiled code follows.
 
+Every `FLUSH_EVERY` steps, carried values below the dtype's smallest
+normal number (the state, the adjoint) are set to zero: a value that
+decays through `|u| < 1` would otherwise stay in the denormal range,
+where CPUs compute many times slower. The engines' other loops flush
+every operation through the thread's floating-point mode; these do not
+rely on it (an eager TensorFlow call runs them on a thread that does not
+flush), and flushing at every step would cost more than a step.
+
 The arrays are batch-major `(batch, time, units)` and C-contiguous; `u` is
 `(1, units)`, or `(batch, units)` for a recurrent weight per sample;
 `mask` is `None` or boolean `(batch, time)`. The activation is `kind`:
@@ -28,6 +36,8 @@ _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
 KIND_CLIP, KIND_TANH, KIND_SIGMOID = 0, 1, 2
+# Steps between flushes of the carried values' denormals.
+FLUSH_EVERY = 8
 
 
 @_jit
@@ -37,7 +47,8 @@ def forward(z, u, h0, mask, kind, a, c, lo, hi, states):
     state."""
     batch, steps, units = z.shape
     h = np.empty(units, z.dtype)
-    one = z.dtype.type(1)
+    zero, one = z.dtype.type(0), z.dtype.type(1)
+    tiny = np.finfo(z.dtype).tiny
     # Element by element: Numba's slice assignment costs several times a
     # step's arithmetic.
     for b in range(batch):
@@ -58,6 +69,9 @@ def forward(z, u, h0, mask, kind, a, c, lo, hi, states):
                 for j in range(units):
                     x = z[b, t, j] + row_u[j] * h[j]
                     h[j] = one / (one + math.exp(-x))
+            if t % FLUSH_EVERY == FLUSH_EVERY - 1:
+                for j in range(units):
+                    h[j] = h[j] if abs(h[j]) >= tiny else zero
             for j in range(units):
                 states[b, t, j] = h[j]
 
@@ -87,6 +101,7 @@ def backward(upstream, final_adjoint, states, u, h0, mask, kind, a, lo, hi):
     batch, steps, units = upstream.shape
     dtype = upstream.dtype
     zero, one = dtype.type(0), dtype.type(1)
+    tiny = np.finfo(dtype).tiny
     block = max(1, BLOCK_VALUES // units)
     d_pre = np.empty_like(upstream)
     d_u = np.empty((batch, units), dtype)
@@ -115,6 +130,11 @@ def backward(upstream, final_adjoint, states, u, h0, mask, kind, a, lo, hi):
             for j in range(units):
                 h_block[0, j] = states[b, start - 1, j] if start else h0[b, j]
             for k in range(size - 1, -1, -1):
+                if k % FLUSH_EVERY == 0:
+                    for j in range(units):
+                        adjoint[j] = (
+                            adjoint[j] if abs(adjoint[j]) >= tiny else zero
+                        )
                 out, prev, grad = h_block[k + 1], h_block[k], grad_block[k]
                 if mask is not None and not mask[b, start + k]:
                     for j in range(units):

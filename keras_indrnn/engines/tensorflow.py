@@ -1,4 +1,6 @@
-"""TensorFlow: time loops compiled with XLA, also inside plain graphs.
+"""TensorFlow: time loops compiled with XLA, also inside plain graphs, and
+on CPUs the loops compiled by Numba (`keras_indrnn.engines.
+tensorflow_numba`) where those serve.
 
 Keras runs models as plain TensorFlow graphs on CPUs, where a graph-mode
 `tf.while_loop` pays executor overhead for every one of its operations at
@@ -12,9 +14,11 @@ import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla
 
 from keras_indrnn import engines
+from keras_indrnn.engines import tensorflow_numba
 
-fused_forward = None
-fused_backward = None
+fused_serves = tensorflow_numba.serves
+fused_forward = tensorflow_numba.forward
+fused_backward = tensorflow_numba.backward
 
 
 def portable_forward(z, u, h0, mask, kind, form):

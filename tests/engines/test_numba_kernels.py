@@ -1,11 +1,11 @@
-"""The PyTorch engine's Numba-compiled CPU loops (`keras_indrnn.engines.
-numba_kernels`) against the float64 NumPy reference: states and gradients
-for every activation kind, masks, directions, a recurrent weight per
-sample and float64. Also: that CPU tensors take this path, and that the
-TorchScript loops take over where Numba is switched off, missing or
-failing, inside `torch.compile` and while exporting."""
+"""The Numba-compiled CPU loops (`keras_indrnn.engines.numba_kernels`) of
+the PyTorch and TensorFlow engines against the float64 NumPy reference:
+states and gradients for every activation kind, masks, directions, a
+recurrent weight per sample and float64. Also: that the layer takes this
+path on CPUs, and that the engine's other loops (TorchScript, XLA) take
+over where Numba is switched off, missing or failing, and where a
+compiled loop cannot go (`torch.compile`, XLA, exporting, saving)."""
 
-import math
 import sys
 import warnings
 
@@ -22,13 +22,34 @@ from test_recurrence import run_reference
 
 from keras_indrnn import recurrence
 
-if keras.backend.backend() != "torch":
-    pytest.skip("the PyTorch engine's kernels", allow_module_level=True)
-torch = pytest.importorskip("torch")
+BACKEND = keras.backend.backend()
+if BACKEND not in ("torch", "tensorflow"):
+    pytest.skip(
+        "the Numba loops of PyTorch and TensorFlow", allow_module_level=True
+    )
 pytest.importorskip("numba")
 
-from keras_indrnn.engines import torch as engine  # noqa: E402
-from keras_indrnn.engines import torch_numba  # noqa: E402
+from keras_indrnn import IndRNN  # noqa: E402
+
+if BACKEND == "torch":
+    from keras_indrnn.engines import torch_numba as binding
+else:
+    from keras_indrnn.engines import tensorflow_numba as binding
+
+
+# The forward passes that a gradient and a forward pass alone make:
+# TensorFlow runs a forward pass alone (inference) in its XLA loop.
+BOTH_PASSES = {"forward": 2 if BACKEND == "torch" else 1, "backward": 1}
+
+
+def serves():
+    if BACKEND == "torch":
+        return binding.serves("cpu")
+    import tensorflow as tf
+
+    with tf.GradientTape():  # TensorFlow's Numba loops serve training
+        return binding.serves()
+
 
 KINDS = ["relu", "relu6", "hard_sigmoid", "tanh", "sigmoid"]
 # Inputs large enough that the clip activations reach both bounds.
@@ -39,16 +60,16 @@ BOUNDS = {"relu6": (0.0, 6.0), "hard_sigmoid": (0.0, 1.0)}
 @pytest.fixture(autouse=True)
 def _numba_on(monkeypatch):
     """Each test starts with the Numba path on and no failure on record."""
-    monkeypatch.delenv(torch_numba.VARIABLE, raising=False)
-    monkeypatch.setattr(torch_numba, "_error", None)
+    monkeypatch.delenv(binding.VARIABLE, raising=False)
+    monkeypatch.setattr(binding, "_error", None)
     yield
-    torch_numba.kernels.cache_clear()
+    binding.kernels.cache_clear()
 
 
 @pytest.fixture
 def calls(monkeypatch):
     """The number of calls of each compiled loop since the test began."""
-    kernels = torch_numba.kernels()
+    kernels = binding.kernels()
     counts = {"forward": 0, "backward": 0}
     for name in counts:
         loop = getattr(kernels, name)
@@ -105,7 +126,7 @@ def test_states_and_gradients_against_the_reference(
     states, grads = run_layer_math(
         z, u, h0, mask, probe, activation, go_backwards, "float32"
     )
-    assert calls == {"forward": 2, "backward": 1}
+    assert calls == BOTH_PASSES
     expected = run_reference(z, u, h0, activation, mask, go_backwards)
     assert reference.relative_error(states, expected) < 1e-5
     if activation in BOUNDS:
@@ -126,8 +147,8 @@ def test_float64(rng, calls):
     states, grads = run_layer_math(
         z, u, h0, mask, probe, "relu", False, "float64"
     )
-    assert calls == {"forward": 2, "backward": 1}
-    assert states.dtype == torch.float64
+    assert calls == BOTH_PASSES
+    assert keras.backend.standardize_dtype(states.dtype) == "float64"
     expected = run_reference(z, u, h0, "relu", mask)
     assert reference.relative_error(states, expected) < 1e-12
 
@@ -140,11 +161,13 @@ def test_float64(rng, calls):
 
 
 def test_the_layer_takes_the_numba_loops(rng, calls):
-    from keras_indrnn import IndRNN
+    from gradients import gradients
 
     layer = IndRNN(4, recurrent_max_abs=1.0, implementation="sequential")
-    x = torch.tensor(rng.normal(size=(2, 6, 3)).astype("float32"))
-    layer(x).sum().backward()
+    x = ops.convert_to_tensor(rng.normal(size=(2, 6, 3)).astype("float32"))
+    layer(x)
+    calls.update(forward=0)
+    gradients(lambda: ops.sum(layer(x)), layer.trainable_weights)
     assert calls == {"forward": 1, "backward": 1}
 
 
@@ -162,13 +185,13 @@ def assert_same(first, second, tolerance):
         )
 
 
-def test_switched_off_the_torchscript_loops_serve(rng, calls, monkeypatch):
+def test_switched_off_the_other_loops_serve(rng, calls, monkeypatch):
     with_numba = one_case(rng)
-    assert calls == {"forward": 2, "backward": 1}
-    monkeypatch.setenv(torch_numba.VARIABLE, "0")
-    assert not torch_numba.serves("cpu")
+    assert calls == BOTH_PASSES
+    monkeypatch.setenv(binding.VARIABLE, "0")
+    assert not serves()
     without = one_case(rng)
-    assert calls == {"forward": 2, "backward": 1}  # no more
+    assert calls == BOTH_PASSES  # no more
     assert_same(with_numba, without, 1e-6)
 
 
@@ -181,67 +204,105 @@ def test_missing_numba_falls_back_silently(rng, monkeypatch):
         sys.modules, "keras_indrnn.engines.numba_kernels", raising=False
     )
     monkeypatch.delattr(package, "numba_kernels", raising=False)
-    torch_numba.kernels.cache_clear()
+    binding.kernels.cache_clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        assert not torch_numba.serves("cpu")
+        assert not serves()
         assert_same(expected, one_case(rng), 1e-6)
 
 
 def test_failing_numba_warns_once_and_falls_back(rng, monkeypatch):
+    from keras_indrnn.engines import numba_kernels
+
     expected = one_case(rng)
 
     def failing(*args):
         raise RuntimeError("a simulated compilation error")
 
-    monkeypatch.setattr(torch_numba.kernels(), "forward", failing)
+    binding.kernels.cache_clear()
+    monkeypatch.setattr(numba_kernels, "forward", failing)
     with pytest.warns(RuntimeWarning, match="simulated compilation error"):
         got = one_case(rng)
     assert_same(expected, got, 1e-6)
-    assert not torch_numba.serves("cpu")
+    assert not serves()
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         one_case(rng)
 
 
-def test_compiling_and_exporting_keep_the_torchscript_loops(
+def states_of(z, u, h0):
+    return recurrence.indrnn_recurrence(
+        z, u, h0, activations.relu, implementation="sequential"
+    )[1]
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's compiler")
+def test_torch_compile_and_exporting_keep_the_torchscript_loops(
     rng, calls, monkeypatch
 ):
+    import torch
+
     z, u, h0, _, _ = case(rng, "relu", False, False)
-
-    def states(z, u, h0):
-        return recurrence.indrnn_recurrence(
-            z, u, h0, activations.relu, implementation="sequential"
-        )[1]
-
-    compiled = torch.compile(states, backend="eager")
+    compiled = torch.compile(states_of, backend="eager")
     got = compiled(*(torch.tensor(a) for a in (z, u, h0)))
     assert calls == {"forward": 0, "backward": 0}
     expected = run_reference(z, u, h0, "relu")
     assert reference.relative_error(got, expected) < 1e-5
-    monkeypatch.setattr(engine, "exporting", lambda: True)
-    monkeypatch.setattr(torch_numba, "exporting", lambda: True)
-    assert not torch_numba.serves("cpu")
+    monkeypatch.setattr(binding, "exporting", lambda: True)
+    assert not serves()
 
 
-def test_denormals_are_flushed():
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's XLA")
+def test_xla_and_saving_keep_the_xla_loop(rng, calls, tmp_path):
+    import tensorflow as tf
+
+    z, u, h0, _, _ = case(rng, "relu", False, False)
+    expected = run_reference(z, u, h0, "relu")
+    compiled = tf.function(states_of, jit_compile=True)
+    assert reference.relative_error(compiled(z, u, h0), expected) < 1e-5
+    assert calls == {"forward": 0, "backward": 0}
+    # A plain graph takes the Numba loop in training, which a SavedModel
+    # cannot hold; inference takes the XLA loop.
+    inputs = keras.Input((6, 3), batch_size=2)
+    model = keras.Model(inputs, IndRNN(4, recurrent_max_abs=1.0)(inputs))
+    model.compile("sgd", "mse")
+    x = rng.normal(size=(2, 6, 3)).astype("float32")
+    model.train_on_batch(x, np.zeros((2, 4), "float32"))
+    assert calls == {"forward": 1, "backward": 1}
+    model.predict(x, verbose=0)
+    assert calls["forward"] == 1
+    model.export(str(tmp_path / "export"), format="tf_saved_model")
+    module = tf.Module()
+    module.model = model
+    module.serve = tf.function(
+        model, input_signature=[tf.TensorSpec((2, 6, 3), tf.float32)]
+    )
+    tf.saved_model.save(module, str(tmp_path / "saved"))
+    assert calls["forward"] == 1
+    for path in ("export", "saved"):
+        loaded = tf.saved_model.load(str(tmp_path / path))
+        np.testing.assert_allclose(
+            loaded.serve(x), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_denormals_are_flushed(rng):
     # A value decaying through |u| < 1 (an adjoint, say) passes through
     # float's denormal range, where CPUs compute many times slower; the
-    # loops run flushed, so it is exactly zero there instead.
+    # loops flush it to zero within FLUSH_EVERY steps, on any thread.
+    from keras_indrnn.engines import numba_kernels
+
     steps, units = 400, 2
     z = np.zeros((1, steps, units), "float32")
     z[0, 0] = 1.0
     u = np.full(units, 0.5, "float32")
     h0 = np.zeros((1, units), "float32")
-    states = torch_numba.forward(
-        torch.tensor(z),
-        torch.tensor(u),
-        torch.tensor(h0),
-        None,
-        "clip",
-        (1.0, 0.0, 0.0, math.inf),
-    )
-    values = states.numpy()
-    assert values[0, 1, 0] == 0.5
+    values = ops.convert_to_numpy(states_of(z, u, h0))[0, :, 0]
+    np.testing.assert_array_equal(values[:4], [1.0, 0.5, 0.25, 0.125])
     tiny = np.finfo("float32").tiny
-    assert not np.any((values > 0) & (values < tiny))
+    # 0.5 ** 126 is float32's smallest normal number; unflushed, the
+    # values would stay denormal for 23 more steps.
+    first = np.argmax(values < tiny)
+    assert first == 127
+    flushed = first + numba_kernels.FLUSH_EVERY
+    assert np.all(values[flushed:] == 0)
