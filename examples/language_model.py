@@ -74,13 +74,13 @@ other training jobs). Adam at 5e-3 / 2e-3 and --patience 1 fit the short
 runs; the dropout rates suit models of this size:
 
     # Characters: plain IndRNN, 3 layers of 512 and a last one of 256;
-    # 1.13M parameters, about 445 s an epoch.
+    # 1.01M parameters, about 445 s an epoch.
     python examples/language_model.py --level char --data-dir treebank \
         --model plain --depth 3 --units 512 --embed-size 256 \
         --batch-size 64 --bptt 50 --lr 5e-3 --dropout 0 --output-dropout 0 \
         --patience 1 --epochs 16 --output runs/ptb-char
     # Words: residual IndRNN, 2 blocks of 512 (5 IndRNN layers) and a last
-    # layer of 256, tied; 4.20M parameters, about 400 s an epoch. Scored
+    # layer of 256, tied; 4.11M parameters, about 400 s an epoch. Scored
     # as one stream: with 32 rows, each starting from a zero state, the
     # validation score rose after a few epochs (README).
     python examples/language_model.py --level word --data-dir treebank \

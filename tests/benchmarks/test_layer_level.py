@@ -93,14 +93,14 @@ def test_the_lstm_step_differentiates_the_inputs_and_every_weight():
 
 
 def test_a_step_sets_its_environment_only_while_it_runs():
-    # The TorchScript row turns the Triton kernel off for its own steps
-    # only; the engines read the variable at call time.
+    # The TorchScript row turns the compiled kernels off for its own steps
+    # only; the engines read the variables at call time.
     before = os.environ.get("KERAS_INDRNN_TRITON")
     step = layer_level.Step(
         run=lambda: os.environ.get("KERAS_INDRNN_TRITON"),
         sync=lambda result: None,
         weights=[],
-        env=layer_level.TRITON_OFF,
+        env=layer_level.TORCHSCRIPT_ONLY,
     )
     assert step() == "0"
     assert os.environ.get("KERAS_INDRNN_TRITON") == before
