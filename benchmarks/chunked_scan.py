@@ -9,7 +9,7 @@ state in one vectorized operation. The backward pass's adjoint recurrence
 is linear once the forward states are known, so it chunks the same way.
 
 `benchmarks/loop_candidates.py` times it against the engines' loops; the
-package does not use it (see the README's benchmarks for why).
+package does not use it (see docs/benchmarks.md for why).
 """
 
 import math

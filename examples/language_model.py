@@ -68,28 +68,27 @@ the same command again resumes.
     python examples/language_model.py --level word --eval-batch-size 1 \
         --output runs/ptb-word
 
-Reduced recipes for a 2-core CPU, about 2 hours each (TensorFlow, one
-thread; the times per epoch were measured with the machine shared with two
-other training jobs). Adam at 5e-3 / 2e-3 and --patience 1 fit the short
-runs; the dropout rates suit models of this size:
+Reduced recipes for a 2-core CPU (docs/results.md gives how long each
+took). Adam at 5e-3 / 2e-3 and --patience 1 fit the short runs; the
+dropout rates suit models of this size:
 
     # Characters: plain IndRNN, 3 layers of 512 and a last one of 256;
-    # 1.01M parameters, about 445 s an epoch.
+    # 1.01M parameters.
     python examples/language_model.py --level char --data-dir treebank \
         --model plain --depth 3 --units 512 --embed-size 256 \
         --batch-size 64 --bptt 50 --lr 5e-3 --dropout 0 --output-dropout 0 \
         --patience 1 --epochs 16 --output runs/ptb-char
     # Words: residual IndRNN, 2 blocks of 512 (5 IndRNN layers) and a last
-    # layer of 256, tied; 4.11M parameters, about 400 s an epoch. Scored
-    # as one stream: with 32 rows, each starting from a zero state, the
-    # validation score rose after a few epochs (README).
+    # layer of 256, tied; 4.11M parameters. Scored as one stream: with 32
+    # rows, each starting from a zero state, the validation score rose
+    # after a few epochs (docs/results.md).
     python examples/language_model.py --level word --data-dir treebank \
         --model residual --depth 2 --units 512 --embed-size 256 \
         --batch-size 32 --bptt 35 --lr 2e-3 --dropout 0.3 \
         --embed-dropout 0.4 --output-dropout 0.4 --eval-batch-size 1 \
         --patience 1 --epochs 10 --output runs/ptb-word
-    # The same with LSTMs of 400 and 256 units, by SGD: 4.29M parameters,
-    # about 450 s an epoch; still improving after 10 epochs.
+    # The same with LSTMs of 400 and 256 units, by SGD: 4.29M parameters;
+    # still improving after 10 epochs.
     python examples/language_model.py --level word --data-dir treebank \
         --model lstm --depth 1 --units 400 --embed-size 256 \
         --batch-size 32 --bptt 35 --dropout 0.3 \
@@ -265,8 +264,8 @@ class Scorer:
     """Scores a split with a copy of the model built for --eval-batch-size
     rows. Every row starts from a zero state, which the first steps of a
     model trained with batch norm's batch statistics can read badly
-    (README), so one row, as Zaremba et al.'s evaluation, scores the split
-    as one stream; more rows are faster."""
+    (docs/results.md), so one row, as Zaremba et al.'s evaluation, scores
+    the split as one stream; more rows are faster."""
 
     def __init__(self, flags, vocab_size):
         self.rows = eval_rows(flags)
@@ -773,6 +772,11 @@ def trained_run(parser, args):
             + " nor ".join(WEIGHTS.values())
         )
     saved = json.loads((run_dir / "flags.json").read_text())
+    if "level" not in saved:
+        parser.error(
+            f"argument RUN_DIR: {run_dir} is no language_model.py run (its "
+            "flags.json has no --level)"
+        )
     # A flag added since the run began had its default there.
     flags = flag_parser().parse_args(
         ["--level", saved["level"], "--output", str(run_dir)]

@@ -244,8 +244,8 @@ def parse_flags(argv):
         choices=LAST_LAYER_INITS,
         default="long",
         help="u of the last IndRNN layer from U(1 / bound, bound) (long, "
-        "default, as the papers) or U(0, bound) as the other layers "
-        "(uniform, as the authors' plain network ran)",
+        "default, as the papers; with a bound above 1 only) or U(0, bound) "
+        "as the other layers (uniform, as the authors' plain network ran)",
     )
     parser.add_argument(
         "--weight-decay",

@@ -375,6 +375,11 @@ class Options:
                 "Invalid value for argument `weight_decay`: expected a "
                 f"non-negative finite number, got {weight_decay!r}."
             )
+        if not isinstance(last_long_memory, bool):
+            raise ValueError(
+                "Invalid value for argument `last_long_memory`: expected "
+                f"True or False, got {last_long_memory!r}."
+            )
         return cls(
             bn,
             normalization,
@@ -385,7 +390,7 @@ class Options:
             epsilon,
             kernel_initializer,
             float(weight_decay),
-            bool(last_long_memory),
+            last_long_memory,
         )
 
     def regularizer(self):

@@ -1,6 +1,6 @@
 """The package's version, recorded in the configs it saves."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
 
 CONFIG_KEY = "keras_indrnn_version"
 

@@ -248,6 +248,12 @@ def test_last_layer_drawn_like_the_others_without_long_memory(name):
         assert (initializer.minval, initializer.maxval) == (0.0, bound)
 
 
+@pytest.mark.parametrize("value", ["false", 0, None])
+def test_bad_last_long_memory(value):
+    with pytest.raises(ValueError, match="`last_long_memory`: expected True"):
+        plain_indrnn(keras.Input((8, 2)), last_long_memory=value)
+
+
 @pytest.mark.parametrize("weight_decay", [-1e-4, float("inf"), "1e-4", True])
 def test_bad_weight_decay(weight_decay):
     with pytest.raises(ValueError, match="`weight_decay`"):

@@ -203,9 +203,18 @@ def test_outputs_keep_the_input_dtype_and_device(rng, implementation, dtype):
 
 
 def test_auto_follows_the_documented_rule():
+    # The README's rule: sequential on CPUs and with PyTorch's fused Triton
+    # kernel on a GPU, parallel on other GPUs and TPUs.
     choose = recurrence.choose_implementation
-    parallel = engines.current().prefers_parallel()
-    assert not parallel or engines.current().on_accelerator()
+    engine = engines.current()
+    if not engine.on_accelerator():
+        parallel = False
+    elif keras.backend.backend() == "torch":
+        from keras_indrnn.engines import torch_triton
+
+        parallel = not torch_triton.serves("cuda")
+    else:
+        parallel = True
     assert choose("auto", activations.tanh, 100) == "sequential"
     assert choose("auto", activations.relu, None) == "sequential"
     assert choose("auto", activations.relu, 100) == (

@@ -59,6 +59,7 @@ import contextlib
 import contextvars
 import functools
 import importlib
+import os
 
 import keras
 
@@ -71,6 +72,19 @@ def current():
     backend = keras.backend.backend()
     name = backend if backend in _KNOWN else "generic"
     return importlib.import_module(f"keras_indrnn.engines.{name}")
+
+
+def switched_off(variable):
+    """Whether the environment variable `variable` switches a compiled
+    kernel off: `0` does, unset, empty or `1` does not; any other value is
+    refused rather than read as either."""
+    value = os.environ.get(variable, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(
+            f"The environment variable {variable} must be 0 (off) or 1 "
+            f"(on, as when it is unset); received {value!r}."
+        )
+    return value == "0"
 
 
 def export_format():

@@ -6,9 +6,9 @@ steps costs the operators' dispatch, not their arithmetic. These loops run
 the whole sequence in one compiled function instead: one pass over the
 inputs, with a row's state kept in a small buffer. Numba compiles them
 with the LLVM it ships, on first use (and caches them on disk); nothing
-needs a compiler at install time. The binding
-(`keras_indrnn.engines.torch`) hands them NumPy views of CPU tensors and
-runs them with denormals flushed, which the compiled code follows.
+needs a compiler at install time. The bindings
+(`keras_indrnn.engines.torch_numba`, `keras_indrnn.engines.
+tensorflow_numba`) hand them NumPy arrays of CPU tensors.
 
 Every `FLUSH_EVERY` steps, carried values below the dtype's smallest
 normal number (the state, the adjoint) are set to zero: a value that
@@ -22,9 +22,10 @@ The arrays are batch-major `(batch, time, units)` and C-contiguous; `u` is
 `(1, units)`, or `(batch, units)` for a recurrent weight per sample;
 `mask` is `None` or boolean `(batch, time)`. The activation is `kind`:
 `KIND_CLIP` for `clip(a * x + c, lo, hi)` (bounds may be infinite),
-`KIND_TANH` or `KIND_SIGMOID`. Its branch sits outside the loops over
-units, which then have none and vectorize. The scalars `a, c, lo, hi`
-must have the arrays' dtype, so that float32 stays float32.
+`KIND_TANH` or `KIND_SIGMOID`. In the forward loop its branch sits
+outside the loops over units, which then have none and vectorize. The
+scalars `a, c, lo, hi` must have the arrays' dtype, so that float32 stays
+float32.
 """
 
 import math
@@ -76,8 +77,8 @@ def forward(z, u, h0, mask, kind, a, c, lo, hi, states):
                 states[b, t, j] = h[j]
 
 
-# Values per buffer of the backward pass's blocks of steps: a few times
-# that fit a core's L2 cache.
+# Values per buffer of the backward pass's blocks of steps: small enough
+# that the block's three buffers stay in a core's L2 cache.
 BLOCK_VALUES = 8192
 
 
@@ -96,7 +97,8 @@ def backward(upstream, final_adjoint, states, u, h0, mask, kind, a, lo, hi):
 
     The steps are taken in blocks from the last: each block's inputs are
     copied into small buffers, and its results out of one, in ascending
-    order, since CPUs stream memory downwards several times slower.
+    order: the large arrays are then read and written upwards, the
+    direction in which CPUs prefetch memory best.
     """
     batch, steps, units = upstream.shape
     dtype = upstream.dtype

@@ -20,17 +20,22 @@ SavedModel, so the XLA loop remains the path (`serves()` says so)
 """
 
 import functools
-import os
 import warnings
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.eager import record
-from tensorflow.python.framework import ops
-from tensorflow.python.ops import control_flow_util
-from tensorflow.python.saved_model import save_context
 
 from keras_indrnn import engines
+
+try:
+    # TensorFlow's own modules, not its public API: where a release moves
+    # them, the XLA loop serves.
+    from tensorflow.python.eager import record
+    from tensorflow.python.framework import ops
+    from tensorflow.python.ops import control_flow_util
+    from tensorflow.python.saved_model import save_context
+except ImportError:
+    record = None
 
 VARIABLE = "KERAS_INDRNN_NUMBA"
 # The first error that Numba raised in this process; from then on the XLA
@@ -44,9 +49,9 @@ def serves():
     A forward pass alone is faster in the XLA loop, which keeps no states
     where only the last is used (inference); forward and backward pass
     together are faster in Numba's loops."""
-    if os.environ.get(VARIABLE, "").strip() == "0" or _error is not None:
+    if engines.switched_off(VARIABLE) or _error is not None:
         return False
-    if not record.could_possibly_record():
+    if record is None or not record.could_possibly_record():
         return False
     if engines.export_format() is not None or save_context.in_save_context():
         return False
@@ -61,8 +66,9 @@ def serves():
 def kernels():
     """`keras_indrnn.engines.numba_kernels`, or `None` where Numba is not
     installed, or fails to import or compile (which warns). The loops are
-    compiled here, for float32 with and without a mask, since a graph
-    that calls them cannot change course once it runs."""
+    compiled here for every signature that the graphs call them with (the
+    recurrence runs in float32 or float64, with or without a mask), since
+    a graph that calls them cannot change course once it runs."""
     try:
         from keras_indrnn.engines import numba_kernels
 
@@ -78,15 +84,15 @@ def kernels():
 
 
 def _compile(numba_kernels):
-    z = np.zeros((1, 2, 1), np.float32)
-    h0, u = z[:, 0], z[:, 0]
-    scalars = (np.float32(1), np.float32(0), np.float32(0), np.float32(1))
-    for mask in (None, np.ones((1, 2), bool)):
-        states = np.empty_like(z)
+    for dtype in (np.float32, np.float64):
+        z = np.zeros((1, 2, 1), dtype)
+        h0, u = z[:, 0], z[:, 0]
+        a, c, lo, hi = (dtype(1), dtype(0), dtype(0), dtype(1))
         code = numba_kernels.KIND_CLIP
-        numba_kernels.forward(z, u, h0, mask, code, *scalars, states)
-        a, _, lo, hi = scalars
-        numba_kernels.backward(z, h0, states, u, h0, mask, code, a, lo, hi)
+        for mask in (None, np.ones((1, 2), bool)):
+            states = np.empty_like(z)
+            numba_kernels.forward(z, u, h0, mask, code, a, c, lo, hi, states)
+            numba_kernels.backward(z, h0, states, u, h0, mask, code, a, lo, hi)
 
 
 def _failed(error):

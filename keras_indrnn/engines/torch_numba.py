@@ -19,12 +19,12 @@ loops remain the path
 """
 
 import functools
-import os
 import warnings
 
 import numpy as np
 import torch
 
+from keras_indrnn import engines
 from keras_indrnn.engines.torch import check_shape
 from keras_indrnn.engines.torch import denormals_flushed
 from keras_indrnn.engines.torch import exporting
@@ -43,7 +43,7 @@ def serves(device):
     """Whether the engine runs the Numba loops for tensors on `device` (a
     `torch.device` or its name) in the current context. Imports Numba on
     the first call that reaches that question."""
-    if os.environ.get(VARIABLE, "").strip() == "0" or _error is not None:
+    if engines.switched_off(VARIABLE) or _error is not None:
         return False
     if torch.compiler.is_compiling() or exporting():
         return False

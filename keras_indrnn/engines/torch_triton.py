@@ -28,6 +28,7 @@ import warnings
 
 import torch
 
+from keras_indrnn import engines
 from keras_indrnn.engines.torch import check_shape
 from keras_indrnn.engines.torch import exporting
 from keras_indrnn.engines.torch import form_floats
@@ -52,7 +53,7 @@ def serves(device):
     for tensors on `device` (a `torch.device` or its name) in the current
     context. Imports Triton on the first call that reaches that question,
     then answers from a cache."""
-    if os.environ.get(VARIABLE, "").strip() == "0":
+    if engines.switched_off(VARIABLE):
         return False
     if _error is not None:
         return False
@@ -62,7 +63,8 @@ def serves(device):
     if device_type == "cpu":
         # Only Triton's interpreter runs kernels on CPU tensors. The
         # variable is read first, so that CPU users never import Triton.
-        if not os.environ.get("TRITON_INTERPRET"):
+        interpret = os.environ.get("TRITON_INTERPRET", "").strip().lower()
+        if interpret not in ("1", "true", "on"):
             return False
     elif device_type != "cuda":
         return False
@@ -103,11 +105,11 @@ def _failed(error):
     if _error is None:
         warnings.warn(
             "keras_indrnn: the fused Triton kernels for IndRNN failed "
-            f"({type(error).__name__}: {error}); the TorchScript loops run "
-            f"instead for the rest of this process. Set {VARIABLE}=0 "
+            f"({type(error).__name__}: {error}); the engine's other loops "
+            f"run instead for the rest of this process. Set {VARIABLE}=0 "
             "to skip Triton.",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
         _error = error
 

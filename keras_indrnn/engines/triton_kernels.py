@@ -1,10 +1,10 @@
 """Fused Triton kernels for IndRNN's recurrence: the whole time loop of the
 forward and of the backward pass in one kernel launch each.
 
-Only the kernels live here; `keras_indrnn.engines.torch` binds them to the
-engine interface (allocation, strides, block size, fallback), and imports
-this module (and so Triton) on first use only. The equations are those of
-`keras_indrnn.recurrence`:
+Only the kernels live here; `keras_indrnn.engines.torch_triton` binds them
+to the engine interface (allocation, strides, block size, fallback), and
+imports this module (and so Triton) on first use only. The equations are
+those of `keras_indrnn.recurrence`:
 
     h_t = act(z_t + u * h_{t-1})            (a masked step keeps h_{t-1})
 
@@ -61,10 +61,13 @@ def _activate(
             x = x * A
         if C != 0.0:
             x = x + C
+        # Comparisons, not tl.maximum / tl.minimum: those return the
+        # operand that is not NaN, and a NaN must go on as NaN, as on every
+        # other path, so that a diverging run shows it.
         if HAS_LO:
-            x = tl.maximum(x, LO)
+            x = tl.where(x < LO, LO, x)
         if HAS_HI:
-            x = tl.minimum(x, HI)
+            x = tl.where(x > HI, HI, x)
         return x
 
 

@@ -107,24 +107,38 @@ def test_a_step_sets_its_environment_only_while_it_runs():
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch engine's rows")
-def test_the_torchscript_row_turns_the_compiled_kernels_off():
+def test_the_torchscript_row_turns_the_compiled_kernels_off(monkeypatch):
     from keras_indrnn.engines import torch as engine
     from keras_indrnn.engines import torch_numba
     from keras_indrnn.engines import torch_triton
 
+    # Which compiled kernel ran, counted where it runs.
+    ran = []
+    for name, binding in (("Numba", torch_numba), ("Triton", torch_triton)):
+        for direction in ("forward", "backward"):
+            original = getattr(binding, direction)
+
+            def counted(*args, _original=original, _name=name):
+                result = _original(*args)
+                if result is not None:  # None: it failed, and others ran
+                    ran.append(_name)
+                return result
+
+            monkeypatch.setattr(binding, direction, counted)
+
     step = layer_level.build_step("indrnn_sequential_torchscript", 6, TINY)
     step()
+    assert ran == []
     assert step.describe() == "TorchScript"
     step = layer_level.build_step("indrnn_sequential", 6, TINY)
     step()
-    device = "cuda" if engine.on_accelerator() else "cpu"
-    if torch_triton.serves(device):
-        expected = "Triton"
-    elif torch_numba.serves(device):
-        expected = "Numba"
+    if engine.on_accelerator():
+        expected = "Triton" if torch_triton.serves("cuda") else None
     else:
-        expected = "TorchScript"
-    assert step.describe() == expected
+        # The torch environment installs Numba.
+        expected = "Numba"
+    assert ran == ([expected] * 2 if expected else [])
+    assert step.describe() == (expected or "TorchScript")
 
 
 def test_the_worker_times_every_model_and_the_report_renders(tmp_path):

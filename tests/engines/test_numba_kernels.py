@@ -286,23 +286,37 @@ def test_xla_and_saving_keep_the_xla_loop(rng, calls, tmp_path):
         )
 
 
-def test_denormals_are_flushed(rng):
-    # A value decaying through |u| < 1 (an adjoint, say) passes through
-    # float's denormal range, where CPUs compute many times slower; the
-    # loops flush it to zero within FLUSH_EVERY steps, on any thread.
+def test_denormals_are_flushed():
+    # A value decaying through |u| < 1 passes through float's denormal
+    # range, where CPUs compute many times slower; the loops flush it to
+    # zero within FLUSH_EVERY steps themselves, whatever the thread's
+    # floating-point mode. The kernels are called directly, on a thread
+    # that keeps denormals (the engines' bindings may flush around them).
     from keras_indrnn.engines import numba_kernels
 
+    tiny = np.finfo("float32").tiny
+    assert np.float32(tiny) * np.float32(0.5) != 0, "this thread flushes"
     steps, units = 400, 2
+    clip = numba_kernels.KIND_CLIP
+    one, zero, inf = np.float32(1), np.float32(0), np.float32(np.inf)
+    u = np.full((1, units), 0.5, "float32")
+    h0 = np.zeros((1, units), "float32")
     z = np.zeros((1, steps, units), "float32")
     z[0, 0] = 1.0
-    u = np.full(units, 0.5, "float32")
-    h0 = np.zeros((1, units), "float32")
-    values = ops.convert_to_numpy(states_of(z, u, h0))[0, :, 0]
-    np.testing.assert_array_equal(values[:4], [1.0, 0.5, 0.25, 0.125])
-    tiny = np.finfo("float32").tiny
-    # 0.5 ** 126 is float32's smallest normal number; unflushed, the
-    # values would stay denormal for 23 more steps.
-    first = np.argmax(values < tiny)
-    assert first == 127
-    flushed = first + numba_kernels.FLUSH_EVERY
-    assert np.all(values[flushed:] == 0)
+    states = np.empty_like(z)
+    # Linear: h_t = 0.5 ** t.
+    numba_kernels.forward(z, u, h0, None, clip, one, zero, -inf, inf, states)
+    # Backward from a gradient at the last step only: dL/dpre at T - 1 - k
+    # is 0.5 ** k.
+    upstream = np.zeros_like(z)
+    upstream[0, -1] = 1.0
+    d_pre, _, _ = numba_kernels.backward(
+        upstream, h0, states, u, h0, None, clip, one, -inf, inf
+    )
+    for values in (states[0, :, 0], d_pre[0, ::-1, 0]):
+        np.testing.assert_array_equal(values[:4], [1.0, 0.5, 0.25, 0.125])
+        # 0.5 ** 126 is float32's smallest normal number; unflushed, the
+        # values would stay denormal up to 0.5 ** 149.
+        first = np.argmax(values < tiny)
+        assert first == 127
+        assert np.all(values[first + numba_kernels.FLUSH_EVERY :] == 0)

@@ -184,6 +184,8 @@ def bad_run(tmp_path, char_run, kind):
             (run / name).unlink()
     elif kind == "no flags":
         (run / "flags.json").unlink()
+    elif kind == "other script":
+        (run / "flags.json").write_text(json.dumps({"model": "plain"}))
     elif kind == "data moved":
         summary = json.loads((run / "summary.json").read_text())
         summary["flags"]["data_dir"] = str(tmp_path / "gone")
@@ -196,6 +198,11 @@ def bad_run(tmp_path, char_run, kind):
     [
         ("missing", [], ["argument RUN_DIR: no directory"]),
         ("no flags", [], ["argument RUN_DIR: ", "holds no flags.json"]),
+        (
+            "other script",
+            [],
+            ["argument RUN_DIR: ", "is no language_model.py run"],
+        ),
         (
             "untrained",
             [],
