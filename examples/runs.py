@@ -171,9 +171,14 @@ class Run:
         self.started = time.time()
         self.first_epoch = self.finished_epochs()
 
-    def check_flags(self, parser, flags):
+    def check_flags(self, parser, flags, before_the_flag=None):
         """Records the flags of a new run, or, resuming, makes sure that
-        those that define the model and recipe are the same as before."""
+        those that define the model and recipe are the same as before.
+
+        A flag that a run's flags.json lacks was added since the run began,
+        and the run had its default; `before_the_flag` maps a flag whose
+        default has changed since to the value it had before the flag
+        existed."""
         fixed = {
             key: value
             for key, value in flags_dict(flags).items()
@@ -182,9 +187,10 @@ class Run:
         path = self.dir / "flags.json"
         if path.exists() and self.finished_epochs():
             before = json.loads(path.read_text())
-            # A flag added since the run began had its default there.
             for key in fixed.keys() - before.keys():
-                before[key] = parser.get_default(key)
+                before[key] = (before_the_flag or {}).get(
+                    key, parser.get_default(key)
+                )
             changed = sorted(
                 key
                 for key in fixed.keys() | before.keys()

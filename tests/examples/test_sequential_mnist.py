@@ -1,6 +1,8 @@
 """examples/sequential_mnist.py: it runs on real MNIST read from IDX files,
 resumes, and rejects bad flags."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -92,12 +94,14 @@ def test_pixels_flag_reaches_every_split(mnist_idx_dir, pixels, low):
         assert x.min() == low and x.max() <= 1.0
 
 
-def test_default_recipe_is_the_papers():
+def test_default_recipe_is_the_a_b_winner():
+    # The papers' bound and last layer, no weight decay, the authors'
+    # pixels (README, "Which recipe").
     flags = sequential_mnist.parse_flags(["--output", "unused"])[1]
     bound, recipe = sequential_mnist.recipe_of(flags)
     assert bound == pytest.approx(2 ** (1 / 784))
     assert recipe == {"weight_decay": 0.0, "last_long_memory": True}
-    assert flags.pixels == "unit"
+    assert flags.pixels == "signed"
     flags = sequential_mnist.parse_flags(
         ["--output", "unused", "--recurrent-max-abs", "1.5"]
     )[1]
@@ -139,6 +143,26 @@ def test_trains_and_resumes_on_real_digits(mnist_idx_dir, tmp_path):
     assert summary["epochs"] == 2 and summary["steps"] == 2 * steps
     assert list(metrics["epoch"]) == [0, 1]
     assert list(metrics["step"]) == [steps, 2 * steps]
+
+
+def test_a_run_begun_before_pixels_resumes_with_its_pixels(
+    mnist_idx_dir, tmp_path, capsys
+):
+    # Its flags.json has no `pixels`: it read pixels in [0, 1], and a
+    # resume at today's default would change its inputs.
+    flags = ["--data-dir", str(mnist_idx_dir), "--output", str(tmp_path)]
+    sequential_mnist.main([*flags, *SMALL, "--epochs", "1", "--pixels", "unit"])
+    path = tmp_path / "flags.json"
+    recorded = json.loads(path.read_text())
+    del recorded["pixels"]
+    path.write_text(json.dumps(recorded))
+    with pytest.raises(SystemExit):
+        sequential_mnist.main([*flags, *SMALL, "--epochs", "2"])
+    assert "--pixels was 'unit'" in capsys.readouterr().err
+    summary = sequential_mnist.main(
+        [*flags, *SMALL, "--epochs", "2", "--pixels", "unit"]
+    )
+    assert summary["epochs"] == 2
 
 
 def test_bad_data_dir_is_a_usage_error(tmp_path):
